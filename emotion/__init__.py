@@ -1,0 +1,28 @@
+"""Facial emotion recognition: find every face in a photo and classify each into seven emotions.
+
+    >>> import emotion
+    >>> result = emotion.analyze("group.jpg")          # bundled model, offline
+    >>> [(f.label, f.box) for f in result.faces]
+
+Heavy modules (torch, transformers, MTCNN) load on first use, not at import.
+"""
+
+from emotion.labels import LABELS
+
+__all__ = ["LABELS", "Analysis", "Face", "Settings", "analyze"]
+
+
+def __getattr__(name):
+    if name == "analyze":
+        from emotion.pipeline import analyze
+
+        return analyze
+    if name in ("Analysis", "Face"):
+        from emotion import results
+
+        return getattr(results, name)
+    if name == "Settings":
+        from emotion.settings import Settings
+
+        return Settings
+    raise AttributeError(f"module 'emotion' has no attribute {name!r}")

@@ -1,0 +1,161 @@
+"""Local classification: a transformers image-classification model, all faces in one forward pass.
+
+preprocess (crops -> pixel tensor on the device) -> forward (logits) -> postprocess
+(softmax, columns reordered onto the canonical labels).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from emotion.device import pick_device, pick_dtype
+from emotion.errors import ModelError
+from emotion.labels import LABELS, label_mapping
+from emotion.settings import BUNDLED, BUNDLED_MODEL_DIR
+
+log = logging.getLogger(__name__)
+
+# owner/name as the hub spells it (a bare name is allowed for old canonical models).
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+def resolve(model: str) -> str | Path:
+    """The folder or hub id behind a model name; ModelError if it can be neither."""
+    name = (model or "").strip()
+    if name in ("", BUNDLED):
+        if not (BUNDLED_MODEL_DIR / "config.json").is_file():
+            raise ModelError(f"The bundled model is missing from {BUNDLED_MODEL_DIR}; reinstall the package.")
+        return BUNDLED_MODEL_DIR
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"The folder {name} holds no config.json: it is not a Hugging Face model folder.")
+        return path.resolve()
+    if name.startswith((".", "/", "~")) or "\\" in name or ".." in name or not _HUB_ID.match(name):
+        raise ModelError(
+            f"'{name}' is neither an existing model folder nor a Hugging Face model id like 'owner/model-name'."
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    model: torch.nn.Module
+    processor: object
+    device: torch.device
+    dtype: torch.dtype
+    order: tuple[int, ...]  # canonical label index of each model output
+    grayscale: bool  # the model was trained on greyscale faces
+    source_size: int | None  # ... of this side, before the processor resizes them
+    flip_average: bool  # average the probabilities of each face and its mirror image
+
+
+_cache: dict[tuple[str, str, str], LoadedModel] = {}
+_cache_lock = threading.Lock()
+
+
+def load_model(model: str, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> LoadedModel:
+    """Load (once per model, device and dtype) a model and its image processor."""
+    device = device if isinstance(device, torch.device) else pick_device(device or "auto")
+    dtype = dtype or pick_dtype(device)
+    source = resolve(model)
+    key = (str(source), str(device), str(dtype))
+    with _cache_lock:  # one load per key even when requests arrive together
+        if key not in _cache:
+            _cache[key] = _load(source, model or BUNDLED, device, dtype)
+        return _cache[key]
+
+
+def _load(source: str | Path, name: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    import emotion.vit  # noqa: F401  registers the bundled hybrid ViT with the Auto classes
+
+    log.info("loading model %s on %s (%s)", name, device, dtype)
+    try:
+        net = AutoModelForImageClassification.from_pretrained(
+            source, use_safetensors=True, trust_remote_code=False, dtype=dtype
+        )
+        processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        where = "this folder" if isinstance(source, Path) else "the Hugging Face Hub"
+        raise ModelError(
+            f"Could not load the model '{name}' from {where}: {_first_line(exc)} "
+            "Check the name and your internet connection (hub models need one the first time); "
+            "the bundled model works offline."
+        ) from exc
+    order = tuple(label_mapping(net.config.id2label))
+    prep = getattr(net.config, "emotion_preprocess", None) or {}
+    net.to(device).eval()
+    return LoadedModel(
+        name=name,
+        model=net,
+        processor=processor,
+        device=device,
+        dtype=dtype,
+        order=order,
+        grayscale=bool(prep.get("grayscale", False)),
+        source_size=prep.get("source_size"),
+        flip_average=bool(prep.get("flip_average", False)),
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if text.endswith(".") else text + "."
+
+
+class LocalClassifier:
+    """Classifies face crops with one batched forward pass."""
+
+    backend = "local"
+
+    def __init__(
+        self, model: str = BUNDLED, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ):
+        self.loaded = load_model(model, device, dtype)
+        self.name = self.loaded.name
+
+    def preprocess(self, crops: list[Image.Image]) -> torch.Tensor:
+        m = self.loaded
+        if m.grayscale:
+            crops = [c.convert("L") for c in crops]
+        if m.source_size:
+            # Reduce the face to what the training data held (e.g. 48x48) before the processor resizes it.
+            crops = [c.resize((m.source_size, m.source_size), Image.BILINEAR) for c in crops]
+        # uint8 CHW tensors: the torchvision-backed processors resize and normalise them on the device, batched.
+        tensors = [torch.from_numpy(np.array(c.convert("RGB"))).permute(2, 0, 1) for c in crops]
+        out = m.processor(images=tensors, return_tensors="pt", device=m.device)
+        pixel_values = out["pixel_values"].to(m.device, m.dtype)
+        if m.flip_average:
+            # Mirror images ride in the same batch: still one forward pass.
+            pixel_values = torch.cat([pixel_values, pixel_values.flip(-1)])
+        return pixel_values
+
+    @torch.inference_mode()
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.loaded.model(pixel_values=pixel_values).logits
+
+    def postprocess(self, logits: torch.Tensor) -> np.ndarray:
+        """(n, 7) probabilities in the canonical label order."""
+        probs = logits.float().softmax(-1)
+        if self.loaded.flip_average:
+            probs = (probs[: len(probs) // 2] + probs[len(probs) // 2 :]) / 2
+        probs = probs.cpu().numpy()
+        out = np.zeros((len(probs), len(LABELS)), np.float64)
+        out[:, list(self.loaded.order)] = probs
+        return out
+
+    def __call__(self, crops: list[Image.Image]) -> np.ndarray:
+        if not crops:
+            return np.zeros((0, len(LABELS)))
+        return self.postprocess(self.forward(self.preprocess(crops)))

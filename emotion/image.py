@@ -1,0 +1,101 @@
+"""Load any image a browser or client can send as an 8-bit RGB PIL image, upright."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from emotion.errors import InputError
+
+ImageInput = str | Path | bytes | Image.Image | np.ndarray
+
+
+def load_image(source: ImageInput, max_pixels: int = 40_000_000) -> Image.Image:
+    """Return ``source`` as an RGB image with its EXIF orientation applied.
+
+    Accepts a path, raw bytes, a PIL image or a numpy array. Greyscale, palette,
+    RGBA (composited on white), CMYK and 16-bit images are converted; animated
+    images give their first frame. Raises InputError with a readable message.
+    """
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        image = _open(source, max_pixels)
+    _check_size(image, max_pixels)
+    try:
+        image.seek(0)  # first frame of an animation
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+        return _to_rgb(image)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"The image could not be decoded ({exc}). Is the file complete?") from exc
+
+
+def _open(source: str | Path | bytes, max_pixels: int) -> Image.Image:
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"No such image file: {path.name}")
+        data = path.read_bytes()
+    elif isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+    else:
+        raise InputError(f"Cannot read an image from a {type(source).__name__}.")
+    if not data:
+        raise InputError("The file is empty.")
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit is checked next; PIL's bomb check would only warn or raise later.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"The image is too large to process ({exc}).") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError("The file is not an image this app can read (JPEG, PNG, WebP, GIF, BMP, TIFF...).") from exc
+
+
+def _check_size(image: Image.Image, max_pixels: int) -> None:
+    w, h = image.size
+    if w * h > max_pixels:
+        raise InputError(
+            f"The image is {w}x{h} pixels ({w * h / 1e6:.0f} MP); the limit is {max_pixels / 1e6:.0f} MP. "
+            "Please upload a smaller image."
+        )
+    if w < 1 or h < 1:
+        raise InputError("The image has no pixels.")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit or float greyscale: stretch the used range onto 0..255 rather than clipping.
+        a = np.asarray(image, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)
+        return Image.fromarray(a.round().astype(np.uint8), "L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise InputError(f"An image array must be HxW, HxWx3 or HxWx4, not {a.shape}.")
+    if a.dtype != np.uint8:
+        if np.issubdtype(a.dtype, np.floating) and a.size and a.max() <= 1.0:
+            a = a * 255
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    return _to_rgb(Image.fromarray(a))

@@ -1,0 +1,129 @@
+"""The whole analysis: load -> detect -> crop -> classify (one batch) -> typed result."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+from emotion.classify import LocalClassifier
+from emotion.crop import crop_faces
+from emotion.detect import Detection, detect_faces
+from emotion.device import pick_device
+from emotion.errors import InputError
+from emotion.image import ImageInput, load_image
+from emotion.labels import LABELS
+from emotion.remote import RemoteClassifier
+from emotion.results import Analysis, Face
+from emotion.settings import BUNDLED, Settings
+
+log = logging.getLogger(__name__)
+
+
+def get_classifier(backend: str, model: str, settings: Settings, token: str | None = None):
+    if backend == "local":
+        return LocalClassifier(model or settings.model, settings.device)
+    if backend == "remote":
+        model = model or settings.remote_model
+        if model == BUNDLED:
+            raise InputError("The bundled model runs only locally: pick a hub model for the remote backend.")
+        return RemoteClassifier(model, token, settings.remote_timeout, settings.remote_workers)
+    raise InputError(f"Unknown backend '{backend}': use 'local' or 'remote'.")
+
+
+def keep_largest(detections: list[Detection], max_faces: int) -> tuple[list[Detection], int]:
+    """The ``max_faces`` largest detections, and how many were dropped."""
+    if len(detections) <= max_faces:
+        return detections, 0
+    kept = sorted(detections, key=lambda d: d.area, reverse=True)[:max_faces]
+    return kept, len(detections) - max_faces
+
+
+def above(scores: dict[str, float], threshold: float) -> tuple[str, ...]:
+    return tuple(k for k in sorted(scores, key=scores.get, reverse=True) if scores[k] >= threshold)
+
+
+def analyze(
+    image: ImageInput,
+    *,
+    backend: str = "local",
+    model: str = "",
+    threshold: float | None = None,
+    token: str | None = None,
+    settings: Settings | None = None,
+) -> Analysis:
+    """Find every face in ``image`` and classify each into the seven emotions.
+
+    ``model`` is "bundled" (the default), a hub id or a local folder; ``backend``
+    is "local" or "remote" (Hugging Face Inference API). Faces come left to right.
+    """
+    settings = settings or Settings()
+    start = time.perf_counter()
+    picture = load_image(image, settings.max_image_pixels)
+    return analyze_image(
+        picture,
+        backend=backend,
+        model=model,
+        threshold=threshold,
+        token=token,
+        settings=settings,
+        load_ms=(time.perf_counter() - start) * 1000,
+    )
+
+
+def analyze_image(
+    picture,
+    *,
+    backend: str = "local",
+    model: str = "",
+    threshold: float | None = None,
+    token: str | None = None,
+    settings: Settings | None = None,
+    load_ms: float = 0.0,
+) -> Analysis:
+    """``analyze`` for an image already loaded upright and RGB by ``load_image`` (the UI draws on it)."""
+    settings = settings or Settings()
+    threshold = settings.threshold if threshold is None else float(threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"The threshold must lie between 0 and 1, not {threshold}.")
+    classifier = get_classifier(backend, model, settings, token)
+    t_load = time.perf_counter()
+    detections = detect_faces(
+        picture,
+        device=pick_device(settings.device),
+        min_face_size=settings.min_face_size,
+        min_score=settings.min_detection_score,
+        max_side=settings.detect_max_side,
+    )
+    detections, dropped = keep_largest(detections, settings.max_faces)
+    detections.sort(key=lambda d: (d.box[0], d.box[1]))
+    t_detect = time.perf_counter()
+    probs = classifier(crop_faces(picture, [d.box for d in detections], settings.margin))
+    t_classify = time.perf_counter()
+    faces = []
+    for det, row in zip(detections, probs):
+        scores = {label: float(p) for label, p in zip(LABELS, row)}
+        faces.append(
+            Face(
+                box=tuple(int(round(v)) for v in det.box),
+                detection_score=det.score,
+                scores=scores,
+                above_threshold=above(scores, threshold),
+                landmarks=det.landmarks,
+            )
+        )
+    timing = {
+        "load": load_ms,
+        "detect": (t_detect - t_load) * 1000,
+        "classify": (t_classify - t_detect) * 1000,
+        "total": load_ms + (t_classify - t_load) * 1000,
+    }
+    result = Analysis(tuple(faces), classifier.name, classifier.backend, picture.size, timing, dropped)
+    log.info("%s: %d face(s) in %.0f ms", result.model, len(faces), timing["total"])
+    return result
+
+
+def with_threshold(result: Analysis, threshold: float) -> Analysis:
+    """The same analysis with ``above_threshold`` recomputed (the slider needs no new forward pass)."""
+    faces = tuple(replace(f, above_threshold=above(f.scores, threshold)) for f in result.faces)
+    return replace(result, faces=faces)

@@ -1,0 +1,40 @@
+"""One small settings object; every default is here, with the reason for it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The project's own ViT, shipped inside the package so the app works offline.
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "model"
+BUNDLED = "bundled"
+
+# Hub models offered in the UI; any other hub id or local folder may be typed in.
+HUB_MODELS = (
+    "dima806/facial_emotions_image_detection",
+    "trpakov/vit-face-expression",
+    "motheecreator/vit-Facial-Expression-Recognition",
+    "LaurenGurgiolo/vit-micro-facial-expressions",
+)
+
+
+def _env_model() -> str:
+    # A Space sets EMOTION_MODEL to change the default without touching code.
+    return os.environ.get("EMOTION_MODEL", "").strip() or BUNDLED
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = field(default_factory=_env_model)  # "bundled", a hub id or a local folder
+    remote_model: str = HUB_MODELS[0]  # used by the remote backend when no model is named
+    device: str = "auto"  # "auto" picks CUDA, then MPS, then CPU
+    threshold: float = 0.3  # emotions at or above this probability are listed besides the top one
+    margin: float = 0.25  # square crop side = face side * (1 + margin), like the hub models' training crops
+    min_face_size: int = 20  # px; MTCNN finds nothing smaller
+    min_detection_score: float = 0.9  # MTCNN's face probability below which a box is dropped
+    max_faces: int = 32  # the largest faces are kept, the rest are reported as dropped
+    detect_max_side: int = 1600  # larger photos are detected on a downscaled copy, boxes mapped back
+    max_image_pixels: int = 40_000_000  # refuses decompression bombs before decoding
+    remote_timeout: float = 30.0  # seconds per Inference API call
+    remote_workers: int = 8  # concurrent Inference API calls per request

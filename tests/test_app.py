@@ -1,0 +1,70 @@
+"""The real Gradio server, started here, called through gradio_client on /analyze."""
+
+import socket
+
+import pytest
+from gradio_client import Client, handle_file
+
+from emotion.labels import LABELS
+from emotion.settings import Settings
+from tests.conftest import photo
+from tests.test_pipeline import check_schema
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    from app import build_demo
+
+    demo = build_demo(Settings(model=str(tiny_model)))
+    demo.queue(default_concurrency_limit=2, max_size=16)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, max_file_size="20mb")
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server, verbose=False)
+
+
+def test_api_contract(client):
+    info = client.view_api(return_format="dict", print_info=False)
+    params = [p["parameter_name"] for p in info["named_endpoints"]["/analyze"]["parameters"]]
+    assert params[:4] == ["image", "backend", "model", "threshold"]
+
+
+def test_analyze_apollo_through_the_api(client):
+    outputs = client.predict(handle_file(str(photo("nasa_apollo11_crew.jpg"))), "local", "", 0.3, api_name="/analyze")
+    doc = outputs[-1]
+    check_schema(doc, 3)
+    assert doc["backend"] == "local" and doc["image_size"] == [600, 471]
+    annotated, chart, table, message = outputs[:4]
+    assert annotated and "Found 3 faces" in message
+    assert [row[0] for row in table["data"]] == [1, 2, 3] and table["headers"][-7:] == list(LABELS)
+
+
+def test_no_face_through_the_api(client):
+    doc = client.predict(handle_file(str(photo("noface_pen.jpg"))), "local", "", 0.3, api_name="/analyze")[-1]
+    assert doc["faces"] == [] and "No face" in doc["message"]
+
+
+def test_errors_reach_the_client_as_messages_and_the_server_keeps_serving(client):
+    with pytest.raises(Exception, match="neither an existing model folder"):
+        client.predict(
+            handle_file(str(photo("codait_bryan.png"))), "local", "../no/such/place", 0.3, api_name="/analyze"
+        )
+    with pytest.raises(Exception, match="Could not load the model 'nobody/no-such-model'"):
+        client.predict(
+            handle_file(str(photo("codait_bryan.png"))), "local", "nobody/no-such-model", 0.3, api_name="/analyze"
+        )
+    with pytest.raises(Exception, match="needs a Hugging Face access token"):
+        client.predict(handle_file(str(photo("codait_bryan.png"))), "remote", "owner/model", 0.3, api_name="/analyze")
+    doc = client.predict(handle_file(str(photo("codait_bryan.png"))), "local", "", 0.3, api_name="/analyze")[-1]
+    check_schema(doc, 1)
