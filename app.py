@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 
 from emotion.errors import EmotionError
 from emotion.image import load_image
@@ -20,6 +21,20 @@ INTRO = """# Facial emotion recognition
 Upload a photo or take a webcam snapshot. Every face is found (MTCNN), and all faces are
 classified together into **angry, disgust, fear, happy, sad, surprise, neutral** by a
 Vision Transformer. The default model is bundled and runs offline; hub models download on first use."""
+
+
+class PhotoInput(gr.Image):
+    """gr.Image whose unreadable uploads become a readable message instead of a generic failure."""
+
+    is_template = True  # the browser side stays the stock Image component
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Image.DecompressionBombError:
+            raise gr.Error("The image is too large to process. Please upload a smaller image.") from None
+        except (OSError, ValueError, SyntaxError):
+            raise gr.Error("The file is not an image this app can read (JPEG, PNG, WebP, GIF, BMP, TIFF...).") from None
 
 
 def model_choices(settings: Settings) -> list[tuple[str, str]]:
@@ -66,7 +81,10 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"], label="Photo")
+                # image_mode=None hands the original file to load_image (16-bit, CMYK, EXIF untouched).
+                image = PhotoInput(
+                    type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"], label="Photo"
+                )
                 with gr.Row():
                     backend = gr.Radio(
                         ["local", "remote"],
@@ -111,13 +129,18 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             outputs=[annotated, chart, table, status, result_json],
             api_name="analyze",
         )
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     return demo
+
+
+def launch_options(settings: Settings) -> dict:
+    return {"max_file_size": f"{settings.max_upload_mb}mb"}
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    demo = build_demo()
-    demo.queue(default_concurrency_limit=2, max_size=32).launch(max_file_size="20mb")
+    settings = Settings()
+    build_demo(settings).launch(**launch_options(settings))
 
 
 if __name__ == "__main__":

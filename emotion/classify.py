@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from emotion.batching import MicroBatcher
 from emotion.device import pick_device, pick_dtype
 from emotion.errors import ModelError
 from emotion.labels import LABELS, label_mapping
@@ -114,6 +115,9 @@ def _first_line(exc: Exception) -> str:
     return text if text.endswith(".") else text + "."
 
 
+_batchers: dict[int, MicroBatcher] = {}
+
+
 class LocalClassifier:
     """Classifies face crops with one batched forward pass."""
 
@@ -159,3 +163,10 @@ class LocalClassifier:
         if not crops:
             return np.zeros((0, len(LABELS)))
         return self.postprocess(self.forward(self.preprocess(crops)))
+
+    def shared(self, window_s: float) -> MicroBatcher:
+        """The batcher through which concurrent requests for this model share forward passes."""
+        with _cache_lock:
+            if id(self.loaded) not in _batchers:
+                _batchers[id(self.loaded)] = MicroBatcher(self, window_s)
+            return _batchers[id(self.loaded)]

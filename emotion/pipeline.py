@@ -43,6 +43,16 @@ def above(scores: dict[str, float], threshold: float) -> tuple[str, ...]:
     return tuple(k for k in sorted(scores, key=scores.get, reverse=True) if scores[k] >= threshold)
 
 
+def make_faces(detections: list[Detection], probs, threshold: float) -> tuple[Face, ...]:
+    """Typed faces from detections and their (n, 7) probabilities."""
+    faces = []
+    for det, row in zip(detections, probs):
+        scores = {label: float(p) for label, p in zip(LABELS, row)}
+        box = tuple(int(round(v)) for v in det.box)
+        faces.append(Face(box, det.score, scores, above(scores, threshold), det.landmarks))
+    return tuple(faces)
+
+
 def analyze(
     image: ImageInput,
     *,
@@ -98,27 +108,20 @@ def analyze_image(
     detections, dropped = keep_largest(detections, settings.max_faces)
     detections.sort(key=lambda d: (d.box[0], d.box[1]))
     t_detect = time.perf_counter()
-    probs = classifier(crop_faces(picture, [d.box for d in detections], settings.margin))
+    crops = crop_faces(picture, [d.box for d in detections], settings.margin)
+    if crops and isinstance(classifier, LocalClassifier) and settings.batch_window_ms > 0:
+        probs = classifier.shared(settings.batch_window_ms / 1000)(crops)
+    else:
+        probs = classifier(crops)
     t_classify = time.perf_counter()
-    faces = []
-    for det, row in zip(detections, probs):
-        scores = {label: float(p) for label, p in zip(LABELS, row)}
-        faces.append(
-            Face(
-                box=tuple(int(round(v)) for v in det.box),
-                detection_score=det.score,
-                scores=scores,
-                above_threshold=above(scores, threshold),
-                landmarks=det.landmarks,
-            )
-        )
+    faces = make_faces(detections, probs, threshold)
     timing = {
         "load": load_ms,
         "detect": (t_detect - t_load) * 1000,
         "classify": (t_classify - t_detect) * 1000,
         "total": load_ms + (t_classify - t_load) * 1000,
     }
-    result = Analysis(tuple(faces), classifier.name, classifier.backend, picture.size, timing, dropped)
+    result = Analysis(faces, classifier.name, classifier.backend, picture.size, timing, dropped)
     log.info("%s: %d face(s) in %.0f ms", result.model, len(faces), timing["total"])
     return result
 

@@ -36,5 +36,9 @@ class Settings:
     max_faces: int = 32  # the largest faces are kept, the rest are reported as dropped
     detect_max_side: int = 1600  # larger photos are detected on a downscaled copy, boxes mapped back
     max_image_pixels: int = 40_000_000  # refuses decompression bombs before decoding
+    max_upload_mb: int = 20  # uploads above this are refused by the server
+    concurrency: int = 2  # requests worked on at once (2 cores); the rest wait in the queue
+    queue_size: int = 32  # requests waiting beyond this are turned away with a "queue full" message
+    batch_window_ms: float = 5.0  # concurrent requests wait this long to share one forward pass; 0 = off
     remote_timeout: float = 30.0  # seconds per Inference API call
     remote_workers: int = 8  # concurrent Inference API calls per request

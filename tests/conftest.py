@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,32 @@ def make_tiny_vit(folder: Path, id2label: dict[int, str], seed: int = 0, image_s
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_vit(tmp_path_factory.mktemp("tiny_vit"), dict(enumerate(CANONICAL)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model):
+    """The real app on a free loopback port, with the tiny ViT as its default model."""
+    from app import build_demo, launch_options
+    from emotion.settings import Settings
+
+    settings = Settings(model=str(tiny_model))
+    demo = build_demo(settings)
+    port = free_port()
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(settings)
+    )
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)

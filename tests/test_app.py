@@ -1,37 +1,11 @@
 """The real Gradio server, started here, called through gradio_client on /analyze."""
 
-import socket
-
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 
 from emotion.labels import LABELS
-from emotion.settings import Settings
 from tests.conftest import photo
 from tests.test_pipeline import check_schema
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model):
-    from app import build_demo
-
-    demo = build_demo(Settings(model=str(tiny_model)))
-    demo.queue(default_concurrency_limit=2, max_size=16)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, max_file_size="20mb")
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return Client(server, verbose=False)
 
 
 def test_api_contract(client):
