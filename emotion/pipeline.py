@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from emotion.classify import LocalClassifier
 from emotion.crop import crop_faces
@@ -81,6 +82,34 @@ def analyze(
     )
 
 
+def _check_threshold(threshold: float | None, settings: Settings) -> float:
+    threshold = settings.threshold if threshold is None else float(threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"The threshold must lie between 0 and 1, not {threshold}.")
+    return threshold
+
+
+def find_faces(picture, settings: Settings) -> tuple[list[Detection], int]:
+    """Detections ordered left to right, capped at the largest ``max_faces``; and how many were dropped."""
+    detections = detect_faces(
+        picture,
+        device=pick_device(settings.device),
+        min_face_size=settings.min_face_size,
+        min_score=settings.min_detection_score,
+        max_side=settings.detect_max_side,
+    )
+    detections, dropped = keep_largest(detections, settings.max_faces)
+    detections.sort(key=lambda d: (d.box[0], d.box[1]))
+    return detections, dropped
+
+
+def classify_crops(classifier, crops: list, settings: Settings):
+    """One forward pass for all crops; local requests arriving together share it through the batcher."""
+    if crops and isinstance(classifier, LocalClassifier) and settings.batch_window_ms > 0:
+        return classifier.shared(settings.batch_window_ms / 1000)(crops)
+    return classifier(crops)
+
+
 def analyze_image(
     picture,
     *,
@@ -93,37 +122,93 @@ def analyze_image(
 ) -> Analysis:
     """``analyze`` for an image already loaded upright and RGB by ``load_image`` (the UI draws on it)."""
     settings = settings or Settings()
-    threshold = settings.threshold if threshold is None else float(threshold)
-    if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"The threshold must lie between 0 and 1, not {threshold}.")
+    threshold = _check_threshold(threshold, settings)
     classifier = get_classifier(backend, model, settings, token)
     t_load = time.perf_counter()
-    detections = detect_faces(
-        picture,
-        device=pick_device(settings.device),
-        min_face_size=settings.min_face_size,
-        min_score=settings.min_detection_score,
-        max_side=settings.detect_max_side,
-    )
-    detections, dropped = keep_largest(detections, settings.max_faces)
-    detections.sort(key=lambda d: (d.box[0], d.box[1]))
+    detections, dropped = find_faces(picture, settings)
     t_detect = time.perf_counter()
-    crops = crop_faces(picture, [d.box for d in detections], settings.margin)
-    if crops and isinstance(classifier, LocalClassifier) and settings.batch_window_ms > 0:
-        probs = classifier.shared(settings.batch_window_ms / 1000)(crops)
-    else:
-        probs = classifier(crops)
+    probs = classify_crops(classifier, crop_faces(picture, [d.box for d in detections], settings.margin), settings)
     t_classify = time.perf_counter()
-    faces = make_faces(detections, probs, threshold)
     timing = {
         "load": load_ms,
         "detect": (t_detect - t_load) * 1000,
         "classify": (t_classify - t_detect) * 1000,
         "total": load_ms + (t_classify - t_load) * 1000,
     }
-    result = Analysis(faces, classifier.name, classifier.backend, picture.size, timing, dropped)
-    log.info("%s: %d face(s) in %.0f ms", result.model, len(faces), timing["total"])
+    result = Analysis(
+        make_faces(detections, probs, threshold), classifier.name, classifier.backend, picture.size, timing, dropped
+    )
+    log.info("%s: %d face(s) in %.0f ms", result.model, len(result.faces), timing["total"])
     return result
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    results: tuple[tuple[str, Analysis], ...]  # (name, analysis) of each readable image, in input order
+    errors: tuple[tuple[str, str], ...]  # (name, message) of each image that could not be read
+    pictures: tuple = ()  # the loaded images, for drawing (same order as results)
+
+
+def analyze_batch(
+    images: list,
+    *,
+    backend: str = "local",
+    model: str = "",
+    threshold: float | None = None,
+    token: str | None = None,
+    settings: Settings | None = None,
+    progress=None,
+) -> BatchResult:
+    """Analyze several photos: each is detected on its own, then all their faces go through ONE
+    batched classification. Unreadable images are reported, not fatal. ``progress(done, total)``
+    is called after each photo's detection."""
+    settings = settings or Settings()
+    threshold = _check_threshold(threshold, settings)
+    classifier = get_classifier(backend, model, settings, token)
+    loaded, errors = [], []
+    for i, image in enumerate(images):
+        name = Path(image).name if isinstance(image, (str, Path)) else f"image {i + 1}"
+        start = time.perf_counter()
+        try:
+            picture = load_image(image, settings.max_image_pixels)
+        except InputError as exc:
+            errors.append((name, str(exc)))
+            continue
+        t_load = time.perf_counter()
+        detections, dropped = find_faces(picture, settings)
+        detect_ms = (time.perf_counter() - t_load) * 1000
+        loaded.append((name, picture, detections, dropped, (t_load - start) * 1000, detect_ms))
+        if progress:
+            progress(i + 1, len(images))
+    crops = [c for _, picture, dets, *_ in loaded for c in crop_faces(picture, [d.box for d in dets], settings.margin)]
+    t0 = time.perf_counter()
+    probs = classifier(crops) if crops else classifier([])
+    classify_ms = (time.perf_counter() - t0) * 1000
+    results, start = [], 0
+    for name, picture, dets, dropped, load_ms, detect_ms in loaded:
+        rows = probs[start : start + len(dets)]
+        start += len(dets)
+        # classify is the one shared forward pass for the whole batch, reported on every photo.
+        timing = {
+            "load": load_ms,
+            "detect": detect_ms,
+            "classify": classify_ms,
+            "total": load_ms + detect_ms + classify_ms,
+        }
+        results.append(
+            (
+                name,
+                Analysis(
+                    make_faces(dets, rows, threshold),
+                    classifier.name,
+                    classifier.backend,
+                    picture.size,
+                    timing,
+                    dropped,
+                ),
+            )
+        )
+    return BatchResult(tuple(results), tuple(errors), tuple(p for _, p, *_ in loaded))
 
 
 def with_threshold(result: Analysis, threshold: float) -> Analysis:

@@ -104,4 +104,8 @@ def table_rows(result: Analysis) -> list[list]:
     ]
 
 
+def batch_table_rows(named: list[tuple[str, Analysis]]) -> list[list]:
+    return [[name, *row] for name, result in named for row in table_rows(result)]
+
+
 TABLE_HEADERS = ["face", "label", "confidence", "above threshold", "box", *LABELS]

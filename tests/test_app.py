@@ -1,5 +1,7 @@
 """The real Gradio server, started here, called through gradio_client on /analyze."""
 
+import json
+
 import pytest
 from gradio_client import handle_file
 
@@ -19,9 +21,13 @@ def test_analyze_apollo_through_the_api(client):
     doc = outputs[-1]
     check_schema(doc, 3)
     assert doc["backend"] == "local" and doc["image_size"] == [600, 471]
-    annotated, chart, table, message = outputs[:4]
+    annotated, chart, table, message, downloads = outputs[:5]
     assert annotated and "Found 3 faces" in message
     assert [row[0] for row in table["data"]] == [1, 2, 3] and table["headers"][-7:] == list(LABELS)
+    json_file, csv_file = sorted(downloads, key=lambda p: p.endswith(".csv"))
+    exported = json.loads(open(json_file).read())
+    assert [f["box"] for f in next(iter(exported.values()))["faces"]] == [f["box"] for f in doc["faces"]]
+    assert len(open(csv_file).read().strip().splitlines()) == 4  # header + a row per face
 
 
 def test_no_face_through_the_api(client):
@@ -42,3 +48,22 @@ def test_errors_reach_the_client_as_messages_and_the_server_keeps_serving(client
         client.predict(handle_file(str(photo("codait_bryan.png"))), "remote", "owner/model", 0.3, api_name="/analyze")
     doc = client.predict(handle_file(str(photo("codait_bryan.png"))), "local", "", 0.3, api_name="/analyze")[-1]
     check_schema(doc, 1)
+
+
+def test_batch_of_photos_through_the_api(client, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    photos = [photo("nasa_apollo11_crew.jpg"), photo("codait_bryan.png"), bad, photo("noface_pen.jpg")]
+    gallery, table, message, downloads, doc = client.predict(
+        [handle_file(str(p)) for p in photos], "local", "", 0.3, api_name="/analyze_batch"
+    )
+    assert {name: len(d["faces"]) for name, d in doc["photos"].items()} == {
+        "nasa_apollo11_crew.jpg": 3,
+        "codait_bryan.png": 1,
+        "noface_pen.jpg": 0,
+    }
+    assert "not an image" in doc["errors"]["broken.jpg"]
+    assert "4 face(s) in 3 photo(s)" in message and "broken.jpg" in message
+    assert len(gallery) == 3 and len(table["data"]) == 4 and len(downloads) == 2
+    for d in doc["photos"].values():
+        check_schema(d, len(d["faces"]))

@@ -55,9 +55,8 @@ def test_concurrent_callers_no_failures_and_stable_memory(server):
     assert len(latencies) == 48
     p50 = statistics.median(latencies)
     p95 = sorted(latencies)[int(0.95 * len(latencies)) - 1]
-    print(
-        f"load: 48 requests, p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, RSS per round {[round(r) for r in rss]} MB"
-    )
+    rounded = [round(r) for r in rss]
+    print(f"load: 48 requests, p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, RSS per round {rounded} MB")
     assert rss[-1] - rss[1] < 150, f"RSS kept growing after warm-up: {[round(r) for r in rss]}"
 
 

@@ -68,3 +68,21 @@ def test_env_sets_the_default_model(monkeypatch, tiny_model):
     monkeypatch.setenv("EMOTION_MODEL", str(tiny_model))
     assert Settings().model == str(tiny_model)
     assert emotion.analyze(photo("codait_bryan.png")).model == str(tiny_model)
+
+
+def test_batch_classifies_all_faces_of_all_photos_in_one_forward(tiny_model, monkeypatch):
+    from emotion.classify import LocalClassifier
+    from emotion.pipeline import analyze_batch
+
+    batches, progress = [], []
+    forward = LocalClassifier.forward
+    monkeypatch.setattr(LocalClassifier, "forward", lambda self, x: batches.append(len(x)) or forward(self, x))
+    photos = [photo("nasa_apollo11_crew.jpg"), photo("codait_bryan.png"), b"junk", photo("noface_pen.jpg")]
+    batch = analyze_batch(photos, model=str(tiny_model), progress=lambda done, total: progress.append((done, total)))
+    assert batches == [4]
+    assert [len(r.faces) for _, r in batch.results] == [3, 1, 0]
+    assert batch.errors[0][0] == "image 3" and "not an image" in batch.errors[0][1]
+    assert progress[-1] == (4, 4)
+    single = emotion.analyze(photo("nasa_apollo11_crew.jpg"), model=str(tiny_model))
+    for a, b in zip(single.faces, batch.results[0][1].faces):
+        assert a.box == b.box and all(abs(a.scores[k] - b.scores[k]) < 1e-4 for k in LABELS)

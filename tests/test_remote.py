@@ -65,13 +65,15 @@ def test_token_from_environment(fake, monkeypatch):
     assert fake.calls[0][1] == TOKEN
 
 
-def test_whole_pipeline_through_remote(fake):
+def test_whole_pipeline_through_remote(fake, caplog):
+    caplog.set_level("DEBUG")
     result = emotion.analyze(
         photo("nasa_apollo11_crew.jpg"), backend="remote", model="trpakov/vit-face-expression", token=TOKEN
     )
     assert result.backend == "remote" and result.model == "trpakov/vit-face-expression"
     assert [f.label for f in result.faces] == ["happy"] * 3
     assert result.faces[0].above_threshold == ("happy", "sad")
+    assert TOKEN not in caplog.text and TOKEN not in str(result.to_dict())
 
 
 @pytest.mark.parametrize(
