@@ -5,17 +5,27 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 
 from emotion.errors import EmotionError
+from emotion.explain import explain_faces
 from emotion.export import write_exports
 from emotion.image import load_image
 from emotion.pipeline import analyze_batch, analyze_image
-from emotion.render import TABLE_HEADERS, batch_table_rows, draw_faces, probability_chart, table_rows
+from emotion.render import (
+    TABLE_HEADERS,
+    batch_table_rows,
+    draw_faces,
+    heatmap_overlay,
+    probability_chart,
+    table_rows,
+)
 from emotion.settings import BUNDLED, HUB_MODELS, Settings
+from emotion.track import FaceTracker, LiveSession
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +67,8 @@ def _options(backend, model, threshold, token) -> dict:
 
 
 def make_handlers(settings: Settings, export_dir: Path):
-    def analyze_photo(image, backend, model, threshold, token=None):
-        """Analyze every face in a photo: annotated photo, chart, table, message, downloads and the JSON."""
+    def analyze_photo(image, backend, model, threshold, token=None, explain=None):
+        """Analyze every face in a photo: annotated photo, chart, table, message, downloads, heatmaps, JSON."""
         if image is None:
             raise gr.Error("Upload a photo or take a webcam snapshot first.")
         try:
@@ -70,15 +80,26 @@ def make_handlers(settings: Settings, export_dir: Path):
                 load_ms=(time.perf_counter() - start) * 1000,
                 **_options(backend, model, threshold, token),
             )
+            heatmaps = []
+            if explain and result.backend == "local":
+                pairs = explain_faces(picture, result, (model or "").strip(), settings)
+                heatmaps = [
+                    (heatmap_overlay(crop, heat), f"{i}: {face.label}")
+                    for i, ((crop, heat), face) in enumerate(zip(pairs, result.faces), start=1)
+                ]
         except EmotionError as exc:
             raise gr.Error(str(exc)) from None
+        message = result.message
+        if explain and result.backend != "local":
+            message += " Heatmaps need the local backend (the Inference API returns scores only)."
         downloads = write_exports([(Path(image).name, result)], export_dir)
         return (
             draw_faces(picture, result),
             probability_chart(result),
             table_rows(result),
-            result.message,
+            message,
             [str(p) for p in downloads],
+            heatmaps,
             result.to_dict(),
         )
 
@@ -107,12 +128,37 @@ def make_handlers(settings: Settings, export_dir: Path):
         document = {"photos": {name: r.to_dict() for name, r in named}, "errors": dict(batch.errors)}
         return gallery, batch_table_rows(named), message, [str(p) for p in downloads], document
 
-    return analyze_photo, analyze_photos
+    live_settings = replace(settings, detect_max_side=640, batch_window_ms=0)  # webcam frames: speed first
+
+    def live_frame(frame, model, threshold, session):
+        """One webcam frame: labelled boxes with per-face smoothed scores, and the frame rate."""
+        if frame is None:
+            return gr.skip(), gr.skip(), session
+        session = session or LiveSession(FaceTracker(threshold=threshold))
+        if session.stale(time.perf_counter()):
+            return gr.skip(), gr.skip(), session
+        session.tracker.threshold = threshold
+        try:
+            picture = load_image(frame)
+            result = analyze_image(picture, model=(model or "").strip(), threshold=threshold, settings=live_settings)
+        except EmotionError as exc:
+            return gr.skip(), f"Error: {exc}", session
+        smoothed = session.tracker.update(result)
+        fps = session.tick(time.perf_counter())
+        info = (
+            f"**{fps:.1f} fps** · {len(smoothed.faces)} face(s) · {result.timing_ms['total']:.0f} ms per frame"
+            f" · {session.dropped} stale frame(s) dropped"
+        )
+        annotated = draw_faces(picture, smoothed)
+        session.done = time.perf_counter()
+        return annotated, info, session
+
+    return analyze_photo, analyze_photos, live_frame
 
 
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
     settings = settings or Settings()
-    analyze_photo, analyze_photos = make_handlers(settings, Path(tempfile.gettempdir()) / "emotion-exports")
+    analyze_photo, analyze_photos, live_frame = make_handlers(settings, Path(tempfile.gettempdir()) / "emotion-exports")
     # Uploads and results live only in Gradio's cache, which is swept hourly.
     with gr.Blocks(title="Facial emotion recognition", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
@@ -123,10 +169,20 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                     image = PhotoInput(
                         type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"], label="Photo"
                     )
+                    explain = gr.Checkbox(label="Why this emotion? Show a heatmap per face", value=False)
                     button = gr.Button("Analyze", variant="primary")
                 with gr.Tab("Several photos"):
                     files = gr.File(file_count="multiple", file_types=["image"], label="Photos")
                     batch_button = gr.Button("Analyze all", variant="primary")
+                    gallery = gr.Gallery(label="Faces in each photo", columns=2, height="auto")
+                    batch_table = gr.Dataframe(
+                        headers=["image", *TABLE_HEADERS], label="Results of all photos", wrap=True
+                    )
+                with gr.Tab("Live webcam"):
+                    live_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
+                    live_out = gr.Image(type="pil", label="Live faces (scores smoothed per face)", format="jpeg")
+                    live_info = gr.Markdown("Start the webcam: frames are analysed as fast as the machine allows.")
+                    live_state = gr.State(None)
                 with gr.Row():
                     backend = gr.Radio(
                         ["local", "remote"],
@@ -156,12 +212,13 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 )
             with gr.Column(scale=1):
                 annotated = gr.Image(type="pil", label="Faces", format="png")
-                gallery = gr.Gallery(label="Faces in each photo", columns=2, height="auto")
                 status = gr.Markdown()
                 downloads = gr.File(label="Download results (JSON, CSV)", file_count="multiple")
+                heatmaps = gr.Gallery(
+                    label="Why this emotion? (red: regions that drove the prediction)", columns=4, height="auto"
+                )
         chart = gr.Plot(label="Probabilities per face")
         table = gr.Dataframe(headers=TABLE_HEADERS, label="Results", wrap=True)
-        batch_table = gr.Dataframe(headers=["image", *TABLE_HEADERS], label="Results of all photos", wrap=True)
         result_json = gr.JSON(label="JSON")
         examples = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.jpg"))
         if examples:
@@ -169,8 +226,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         controls = [backend, model, threshold, token]
         button.click(
             analyze_photo,
-            inputs=[image, *controls],
-            outputs=[annotated, chart, table, status, downloads, result_json],
+            inputs=[image, *controls, explain],
+            outputs=[annotated, chart, table, status, downloads, heatmaps, result_json],
             api_name="analyze",
         )
         batch_button.click(
@@ -178,6 +235,17 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             inputs=[files, *controls],
             outputs=[gallery, batch_table, status, downloads, result_json],
             api_name="analyze_batch",
+        )
+        # Frames that waited while another was analysed are dropped by LiveSession.stale, not worked through.
+        live_in.stream(
+            live_frame,
+            inputs=[live_in, model, threshold, live_state],
+            outputs=[live_out, live_info, live_state],
+            stream_every=0.2,
+            time_limit=300,
+            trigger_mode="multiple",
+            concurrency_limit=1,
+            api_name=False,
         )
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     return demo

@@ -104,6 +104,16 @@ def table_rows(result: Analysis) -> list[list]:
     ]
 
 
+def heatmap_overlay(crop: Image.Image, heat, size: int = 224) -> Image.Image:
+    """The face crop with its relevance heatmap blended on top (red = drove the prediction)."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    colored = (colormaps["jet"](np.asarray(heat, dtype=float))[..., :3] * 255).astype("uint8")
+    overlay = Image.blend(crop.convert("RGB"), Image.fromarray(colored).resize(crop.size), alpha=0.45)
+    return overlay.resize((size, size), Image.BILINEAR)
+
+
 def batch_table_rows(named: list[tuple[str, Analysis]]) -> list[list]:
     return [[name, *row] for name, result in named for row in table_rows(result)]
 

@@ -21,7 +21,8 @@ def test_analyze_apollo_through_the_api(client):
     doc = outputs[-1]
     check_schema(doc, 3)
     assert doc["backend"] == "local" and doc["image_size"] == [600, 471]
-    annotated, chart, table, message, downloads = outputs[:5]
+    annotated, chart, table, message, downloads, heatmaps = outputs[:6]
+    assert heatmaps == []  # only on request
     assert annotated and "Found 3 faces" in message
     assert [row[0] for row in table["data"]] == [1, 2, 3] and table["headers"][-7:] == list(LABELS)
     json_file, csv_file = sorted(downloads, key=lambda p: p.endswith(".csv"))
@@ -67,3 +68,12 @@ def test_batch_of_photos_through_the_api(client, tmp_path):
     assert len(gallery) == 3 and len(table["data"]) == 4 and len(downloads) == 2
     for d in doc["photos"].values():
         check_schema(d, len(d["faces"]))
+
+
+def test_heatmaps_on_request(client):
+    outputs = client.predict(
+        handle_file(str(photo("nasa_apollo11_crew.jpg"))), "local", "", 0.3, None, True, api_name="/analyze"
+    )
+    heatmaps, doc = outputs[-2], outputs[-1]
+    assert len(heatmaps) == 3
+    assert [h["caption"] for h in heatmaps] == [f"{i}: {f['label']}" for i, f in enumerate(doc["faces"], start=1)]

@@ -102,3 +102,24 @@ def test_webcam_snapshot_gets_a_labelled_face(playwright, server, tmp_path):
     wait_for_result(page, "Found 1 face")
     page.screenshot(path=str(ARTIFACTS / "webcam_snapshot.png"), full_page=True)
     browser.close()
+
+
+def test_live_webcam_tab_labels_faces_and_shows_the_frame_rate(playwright, server, tmp_path):
+    ARTIFACTS.mkdir(exist_ok=True)
+    video = write_y4m(Image.open(photo("codait_luciano.png")), tmp_path / "face.y4m")
+    browser = launch(
+        playwright,
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+    )
+    page = browser.new_context(viewport={"width": 1280, "height": 1400}, permissions=["camera"]).new_page()
+    page.goto(server)
+    page.get_by_role("tab", name="Live webcam").click()
+    page.get_by_text("Click to Access Webcam").first.click()
+    page.get_by_role("button", name="capture photo").click()  # the "Record" button starts streaming
+    page.get_by_text("1 face(s)").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "live_webcam.png"), full_page=True)
+    page.wait_for_function("/[1-9][0-9.]* fps|0\\.[1-9][0-9]* fps/.test(document.body.innerText)", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "live_webcam.png"), full_page=True)
+    browser.close()
