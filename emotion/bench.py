@@ -146,6 +146,32 @@ def bench_options(model: str, n: int, repeats: int) -> list[dict]:
     return rows
 
 
+def int8_accuracy(folder: Path, model: str = "bundled") -> dict:
+    """PublicTest accuracy of a model in fp32 and with int8 dynamic quantization of its Linear layers."""
+    from emotion.evaluate import find_images
+    from emotion.image import load_image
+
+    items = find_images(folder)
+    truth = np.array([label for _, label in items])
+    clf = LocalClassifier(model, "cpu")
+    fp32_net = clf.loaded.model
+    int8_net = torch.ao.quantization.quantize_dynamic(fp32_net, {torch.nn.Linear}, dtype=torch.qint8)
+    out = {"n": len(items)}
+    for name, net in (("fp32", fp32_net), ("int8", int8_net)):
+        preds, start = [], time.perf_counter()
+        for lo in range(0, len(items), 256):
+            pixel_values = clf.preprocess([load_image(p) for p, _ in items[lo : lo + 256]])
+            with torch.inference_mode():
+                preds.append(clf.postprocess(net(pixel_values=pixel_values).logits).argmax(1))
+        out[f"{name}_accuracy"] = float(np.mean(np.concatenate(preds) == truth))
+        out[f"{name}_seconds"] = time.perf_counter() - start
+    out["delta"] = out["int8_accuracy"] - out["fp32_accuracy"]
+    log.info(
+        "int8 dynamic quantization on %s: accuracy %.4f -> %.4f", folder, out["fp32_accuracy"], out["int8_accuracy"]
+    )
+    return out
+
+
 def bench_end_to_end(photos: list[Path], repeats: int, model: str) -> list[dict]:
     from emotion.crop import crop_faces
     from emotion.detect import detect_faces
@@ -278,6 +304,12 @@ def table(report: dict) -> str:
                 f"  {r['variant']:<24}{r['faces_per_s']:>8.1f} faces/s {r['vs_default']:>6.2f}x"
                 f"  max prob diff {r['max_prob_diff']:.4f}"
             )
+    if report.get("int8_publictest"):
+        q = report["int8_publictest"]
+        lines.append(
+            f"  int8 on PublicTest (bundled, n={q['n']}): accuracy {q['fp32_accuracy']:.4f} -> "
+            f"{q['int8_accuracy']:.4f} ({q['delta']:+.4f})"
+        )
     if report.get("end_to_end"):
         lines.append("\nend to end per photo, bundled model (ms, p50 / p95)")
         lines.append(f"{'photo':<26}{'faces':>6}{'load':>8}{'detect':>9}{'classify':>10}{'render':>8}{'total':>14}")
@@ -307,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--callers", type=int, default=4)
     parser.add_argument("--requests", type=int, default=5, help="requests per caller")
+    parser.add_argument(
+        "--publictest",
+        type=Path,
+        help="class folders for the int8 accuracy check (e.g. ../shared/data/fer2013/publictest)",
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["classify", "options", "end_to_end", "served"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -327,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             report["classify"] = bench_classify({"bundled": "bundled", "ViT-B/16": vit_b}, args.sizes, args.repeats)
         if "options" not in args.skip:
             report["options"] = bench_options(vit_b, 8, max(3, args.repeats // 2))
+    if args.publictest:
+        report["int8_publictest"] = int8_accuracy(args.publictest)
     if "end_to_end" not in args.skip and photos:
         report["end_to_end"] = bench_end_to_end(photos, args.repeats, "bundled")
     if "served" not in args.skip and photos:

@@ -96,7 +96,7 @@ def predict(items, model: str, detect: bool, batch_size: int = 256, device: str 
             if faces:
                 largest = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
                 preds[i] = LABELS.index(largest.label)
-            _progress(i + 1, len(items), start)
+            _progress(i + 1, len(items), start, 1)
         return preds
     from emotion.classify import LocalClassifier
 
@@ -105,14 +105,14 @@ def predict(items, model: str, detect: bool, batch_size: int = 256, device: str 
         chunk = items[lo : lo + batch_size]
         probs = classifier([load_image(path) for path, _ in chunk])
         preds[lo : lo + len(chunk)] = probs.argmax(1)
-        _progress(lo + len(chunk), len(items), start)
+        _progress(lo + len(chunk), len(items), start, batch_size)
     return preds
 
 
-def _progress(done: int, total: int, start: float) -> None:
-    if done == total or done % 500 < (256 if done > 256 else 1):
-        rate = done / max(1e-9, time.perf_counter() - start)
-        log.info("%d/%d images (%.0f/s)", done, total, rate)
+def _progress(done: int, total: int, start: float, step: int) -> None:
+    """Log about every 1,000 images (``step`` images are done per call) and at the end."""
+    if done == total or done % 1000 < step:
+        log.info("%d/%d images (%.0f/s)", done, total, done / max(1e-9, time.perf_counter() - start))
 
 
 def plot_confusion(result: dict, path: Path, title: str) -> None:

@@ -58,6 +58,21 @@ def launch(playwright, *extra):
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS + list(extra))
 
 
+def fake_camera_page(playwright, server: str, tmp_path: Path):
+    """A browser whose camera films a face photo, on the app's page, camera permission granted."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    video = write_y4m(Image.open(photo("codait_luciano.png")), tmp_path / "face.y4m")
+    browser = launch(
+        playwright,
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+    )
+    page = browser.new_context(viewport={"width": 1280, "height": 1400}, permissions=["camera"]).new_page()
+    page.goto(server)
+    return browser, page
+
+
 def wait_for_result(page, text: str):
     page.get_by_text(text).first.wait_for(timeout=120_000)
 
@@ -80,17 +95,7 @@ def test_upload_apollo_shows_three_labelled_faces_and_the_chart(playwright, serv
 
 
 def test_webcam_snapshot_gets_a_labelled_face(playwright, server, tmp_path):
-    ARTIFACTS.mkdir(exist_ok=True)
-    video = write_y4m(Image.open(photo("codait_luciano.png")), tmp_path / "face.y4m")
-    browser = launch(
-        playwright,
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}",
-    )
-    context = browser.new_context(viewport={"width": 1280, "height": 1400}, permissions=["camera"])
-    page = context.new_page()
-    page.goto(server)
+    browser, page = fake_camera_page(playwright, server, tmp_path)
     page.get_by_role("button", name="Capture from camera").first.click()
     page.get_by_text("Click to Access Webcam").click()
     page.locator("video").first.wait_for(timeout=30_000)
@@ -105,16 +110,7 @@ def test_webcam_snapshot_gets_a_labelled_face(playwright, server, tmp_path):
 
 
 def test_live_webcam_tab_labels_faces_and_shows_the_frame_rate(playwright, server, tmp_path):
-    ARTIFACTS.mkdir(exist_ok=True)
-    video = write_y4m(Image.open(photo("codait_luciano.png")), tmp_path / "face.y4m")
-    browser = launch(
-        playwright,
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}",
-    )
-    page = browser.new_context(viewport={"width": 1280, "height": 1400}, permissions=["camera"]).new_page()
-    page.goto(server)
+    browser, page = fake_camera_page(playwright, server, tmp_path)
     page.get_by_role("tab", name="Live webcam").click()
     page.get_by_text("Click to Access Webcam").first.click()
     page.get_by_role("button", name="capture photo").click()  # the "Record" button starts streaming

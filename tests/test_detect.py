@@ -49,3 +49,24 @@ def test_downscaled_detection_maps_boxes_back():
 )
 def test_square_box(box, size, expected):
     assert square_box(box, size, margin=0.2) == expected
+
+
+def test_twelve_megapixel_photo_is_detected_downscaled_with_boxes_mapped_back():
+    image = load_image(photo("nasa_apollo11_crew.jpg"))
+    scale = 4000 / image.width  # 4000 x 3140: 12.6 MP
+    big = image.resize((4000, round(image.height * scale)), Image.BICUBIC)
+    small_boxes = sorted(f.box for f in detect_faces(image))
+    big_boxes = sorted(f.box for f in detect_faces(big))  # default max_side: detected at 1600 px
+    assert len(big_boxes) == 3
+    for a, b in zip(small_boxes, big_boxes):
+        assert all(abs(x * scale - y) < 0.05 * 4000 / 6 for x, y in zip(a, b))
+
+
+def test_downscaling_loses_no_face_of_the_shared_photos():
+    from tests.conftest import PHOTOS
+
+    for path in sorted(PHOTOS.glob("*.*")):
+        if path.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+            continue
+        image = load_image(path)
+        assert len(detect_faces(image)) == len(detect_faces(image, max_side=10_000)), path.name
