@@ -100,7 +100,7 @@ def predict(items, model: str, detect: bool, batch_size: int = 256, device: str 
         return preds
     from emotion.classify import LocalClassifier
 
-    classifier = LocalClassifier(model or settings.model, settings.device)
+    classifier = LocalClassifier(model or settings.model, settings.device, settings.dtype)
     for lo in range(0, len(items), batch_size):
         chunk = items[lo : lo + batch_size]
         probs = classifier([load_image(path) for path, _ in chunk])

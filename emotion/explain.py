@@ -75,4 +75,4 @@ def explain_faces(picture: Image.Image, result, model: str, settings) -> list[tu
     from emotion.crop import crop_faces
 
     crops = crop_faces(picture, [f.box for f in result.faces], settings.margin)
-    return list(zip(crops, explain(LocalClassifier(model or settings.model, settings.device), crops)))
+    return list(zip(crops, explain(LocalClassifier(model or settings.model, settings.device, settings.dtype), crops)))

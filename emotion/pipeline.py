@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def get_classifier(backend: str, model: str, settings: Settings, token: str | None = None):
     if backend == "local":
-        return LocalClassifier(model or settings.model, settings.device)
+        return LocalClassifier(model or settings.model, settings.device, settings.dtype)
     if backend == "remote":
         model = model or settings.remote_model
         if model == BUNDLED:

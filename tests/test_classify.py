@@ -110,3 +110,12 @@ def test_preprocessing_config_is_read_from_the_model(tmp_path):
     np.testing.assert_allclose(clf([colour]), clf([grey]), atol=1e-5)
     mirrored = colour.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     np.testing.assert_allclose(clf([colour]), clf([mirrored]), atol=1e-5)
+
+
+def test_int8_option_stays_close_to_fp32(tiny_model):
+    crops = faces(6)
+    fp32 = LocalClassifier(str(tiny_model), "cpu", "float32")(crops)
+    int8 = LocalClassifier(str(tiny_model), "cpu", "int8")
+    assert int8.loaded.dtype == torch.qint8
+    assert isinstance(int8.loaded.model.classifier, torch.ao.nn.quantized.dynamic.Linear)
+    np.testing.assert_allclose(int8(crops), fp32, atol=0.1)
