@@ -50,7 +50,7 @@ class PhotoInput(gr.Image):
 
 
 def model_choices(settings: Settings) -> list[tuple[str, str]]:
-    choices = [("bundled: our LeViT trained on FER-2013 (offline)", BUNDLED)]
+    choices = [("bundled: our hybrid ViT trained on FER-2013 (offline)", BUNDLED)]
     choices += [(m, m) for m in HUB_MODELS]
     if settings.model not in (BUNDLED, *HUB_MODELS):
         choices.insert(0, (settings.model, settings.model))

@@ -33,7 +33,7 @@ class Settings:
     # (CPU only: dynamic quantization, ~1.8x faster for ViT-B; EMOTION_DTYPE sets it for a Space).
     dtype: str = field(default_factory=lambda: os.environ.get("EMOTION_DTYPE", "auto"))
     threshold: float = 0.3  # emotions at or above this probability are listed besides the top one
-    margin: float = 0.25  # square crop side = face side * (1 + margin), like the hub models' training crops
+    margin: float = 0.25  # square crop side = face side * (1 + margin): brows, chin and jaw carry expression
     min_face_size: int = 20  # px; MTCNN finds nothing smaller
     min_detection_score: float = 0.9  # MTCNN's face probability below which a box is dropped
     max_faces: int = 32  # the largest faces are kept, the rest are reported as dropped
