@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from emotion.classify import LocalClassifier
+from emotion.classify import LocalClassifier, is_hub_id
 from emotion.crop import crop_faces
 from emotion.detect import Detection, detect_faces
 from emotion.device import pick_device
@@ -28,6 +28,8 @@ def get_classifier(backend: str, model: str, settings: Settings, token: str | No
         model = model or settings.remote_model
         if model == BUNDLED:
             raise InputError("The bundled model runs only locally: pick a hub model for the remote backend.")
+        if not is_hub_id(model):
+            raise InputError(f"'{model}' is not a Hugging Face model id like 'owner/model-name'.")
         return RemoteClassifier(model, token, settings.remote_timeout, settings.remote_workers)
     raise InputError(f"Unknown backend '{backend}': use 'local' or 'remote'.")
 
@@ -165,9 +167,12 @@ def analyze_batch(
     settings = settings or Settings()
     threshold = _check_threshold(threshold, settings)
     classifier = get_classifier(backend, model, settings, token)
-    loaded, errors = [], []
+    loaded, errors, seen = [], [], set()
     for i, image in enumerate(images):
         name = Path(image).name if isinstance(image, (str, Path)) else f"image {i + 1}"
+        if name in seen:  # two uploads may share a name; neither result may hide the other
+            name = f"{name} ({i + 1})"
+        seen.add(name)
         start = time.perf_counter()
         try:
             picture = load_image(image, settings.max_image_pixels)
@@ -209,9 +214,3 @@ def analyze_batch(
             )
         )
     return BatchResult(tuple(results), tuple(errors), tuple(p for _, p, *_ in loaded))
-
-
-def with_threshold(result: Analysis, threshold: float) -> Analysis:
-    """The same analysis with ``above_threshold`` recomputed (the slider needs no new forward pass)."""
-    faces = tuple(replace(f, above_threshold=above(f.scores, threshold)) for f in result.faces)
-    return replace(result, faces=faces)

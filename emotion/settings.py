@@ -30,7 +30,7 @@ class Settings:
     remote_model: str = HUB_MODELS[0]  # used by the remote backend when no model is named
     device: str = "auto"  # "auto" picks CUDA, then MPS, then CPU
     # "auto": bf16 on CUDA, fp16 on MPS, fp32 on CPU; or "float32", "bfloat16", "float16", or "int8"
-    # (CPU only: dynamic quantization, ~1.8x faster for ViT-B; EMOTION_DTYPE sets it for a Space).
+    # (CPU only: dynamic quantization, ~1.7x faster for ViT-B; EMOTION_DTYPE sets it for a Space).
     dtype: str = field(default_factory=lambda: os.environ.get("EMOTION_DTYPE", "auto"))
     threshold: float = 0.3  # emotions at or above this probability are listed besides the top one
     margin: float = 0.25  # square crop side = face side * (1 + margin): brows, chin and jaw carry expression

@@ -119,3 +119,8 @@ def test_int8_option_stays_close_to_fp32(tiny_model):
     assert int8.loaded.dtype == torch.qint8
     assert isinstance(int8.loaded.model.classifier, torch.ao.nn.quantized.dynamic.Linear)
     np.testing.assert_allclose(int8(crops), fp32, atol=0.1)
+
+
+def test_unknown_dtype_is_a_clear_error(tiny_model):
+    with pytest.raises(ModelError, match="Unknown dtype 'float8'"):
+        LocalClassifier(str(tiny_model), "cpu", "float8")

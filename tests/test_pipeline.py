@@ -5,7 +5,6 @@ import pytest
 import emotion
 from emotion.errors import InputError
 from emotion.labels import LABELS
-from emotion.pipeline import with_threshold
 from emotion.settings import Settings
 from tests.conftest import photo
 
@@ -52,7 +51,7 @@ def test_face_cap_keeps_the_largest(tiny_model):
 def test_threshold_lists_every_label_above_it(tiny_model):
     result = emotion.analyze(photo("codait_luciano.png"), model=str(tiny_model), threshold=0.0)
     assert len(result.faces[0].above_threshold) == 7
-    strict = with_threshold(result, 1.0)
+    strict = emotion.analyze(photo("codait_luciano.png"), model=str(tiny_model), threshold=1.0)
     assert strict.faces[0].above_threshold == ()
 
 
@@ -77,12 +76,19 @@ def test_batch_classifies_all_faces_of_all_photos_in_one_forward(tiny_model, mon
     batches, progress = [], []
     forward = LocalClassifier.forward
     monkeypatch.setattr(LocalClassifier, "forward", lambda self, x: batches.append(len(x)) or forward(self, x))
-    photos = [photo("nasa_apollo11_crew.jpg"), photo("codait_bryan.png"), b"junk", photo("noface_pen.jpg")]
+    photos = [
+        photo("nasa_apollo11_crew.jpg"),
+        photo("codait_bryan.png"),
+        b"junk",
+        photo("noface_pen.jpg"),
+        photo("codait_bryan.png"),
+    ]
     batch = analyze_batch(photos, model=str(tiny_model), progress=lambda done, total: progress.append((done, total)))
-    assert batches == [4]
-    assert [len(r.faces) for _, r in batch.results] == [3, 1, 0]
+    assert batches == [5]
+    assert [len(r.faces) for _, r in batch.results] == [3, 1, 0, 1]
+    assert [name for name, _ in batch.results][-1] == "codait_bryan.png (5)"  # same name, kept apart
     assert batch.errors[0][0] == "image 3" and "not an image" in batch.errors[0][1]
-    assert progress[-1] == (4, 4)
+    assert progress[-1] == (5, 5)
     single = emotion.analyze(photo("nasa_apollo11_crew.jpg"), model=str(tiny_model))
     for a, b in zip(single.faces, batch.results[0][1].faces):
         assert a.box == b.box and all(abs(a.scores[k] - b.scores[k]) < 1e-4 for k in LABELS)

@@ -129,6 +129,12 @@ def test_no_silent_fallback_and_local_unaffected(fake, tiny_model):
     assert local.backend == "local" and len(local.faces) == 1
 
 
+def test_remote_model_must_be_a_hub_id(fake):
+    with pytest.raises(emotion.errors.InputError, match="not a Hugging Face model id"):
+        emotion.analyze(photo("codait_bryan.png"), backend="remote", model="../../etc/passwd", token=TOKEN)
+    assert fake.calls == []
+
+
 def test_bundled_model_is_local_only(fake):
     with pytest.raises(emotion.errors.InputError, match="runs only locally"):
         emotion.analyze(photo("codait_bryan.png"), backend="remote", model="bundled", token=TOKEN)
