@@ -48,7 +48,8 @@ def detect_faces(
     """All faces in an RGB image, as a list (empty when there is none).
 
     Photos larger than ``max_side`` are detected on a downscaled copy (MTCNN's
-    image pyramid makes big inputs slow) and the boxes are mapped back.
+    image pyramid makes big inputs slow) and the boxes are mapped back;
+    ``min_face_size`` is in pixels of that copy.
     """
     w, h = image.size
     scale = min(1.0, max_side / max(w, h))
@@ -56,7 +57,10 @@ def detect_faces(
     # MTCNN's first stage needs at least a 12-px window at the smallest scale.
     if min(small.size) < 12:
         return []
-    detector = _mtcnn(str(device), max(12, round(min_face_size * scale)))
+    # min_face_size counts pixels of the image MTCNN sees: on a downscaled 12 MP photo the smallest
+    # face found is larger in the original, which costs little, since faces much under 48 px carry
+    # too little detail for the classifier anyway, and it keeps big photos fast.
+    detector = _mtcnn(str(device), max(12, min_face_size))
     with _lock, torch.inference_mode():  # MTCNN's networks are shared between request threads
         boxes, probs, points = detector.detect(small, landmarks=True)
     if boxes is None:
