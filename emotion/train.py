@@ -49,6 +49,7 @@ class TrainConfig:
     layers: int = 4  # transformer encoder layers
     heads: int = 3
     intermediate_size: int = 384
+    init: str = ""  # start from this model folder (architecture and weights) instead of random weights
     limit: int = 0  # use only the first n Training/PublicTest images (smoke runs)
     seed: int = 0
     threads: int = 0  # CPU threads; 0 keeps torch's default
@@ -232,8 +233,16 @@ def train(cfg: TrainConfig, command: str = "") -> dict:
     labels = torch.from_numpy(train_split.labels).to(device)
     ferplus = torch.from_numpy(train_split.ferplus).to(device)
 
+    if cfg.init:
+        from emotion.vit import HybridViTForImageClassification
+
+        # The folder's own architecture and weights (from_pretrained maps the saved key names).
+        model = HybridViTForImageClassification.from_pretrained(cfg.init, use_safetensors=True, dtype=torch.float32)
+        log.info("starting from the model in %s", cfg.init)
+    else:
+        model = build_model(cfg)
     # channels-last makes the convolutional stem faster on CPU.
-    model = build_model(cfg).to(device, memory_format=torch.channels_last)
+    model = model.to(device, memory_format=torch.channels_last)
     log.info("model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "attention_biases" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "attention_biases" not in n)]

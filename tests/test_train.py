@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from PIL import Image
 
 from emotion.classify import LocalClassifier
@@ -75,3 +76,16 @@ def test_one_tiny_epoch_writes_a_loadable_model_and_resumes(small_fer, tmp_path)
     main([*common, "--epochs", "2"])
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_fine_tuning_starts_from_a_model_folder(small_fer, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--data", str(small_fer), "--pack", str(tmp_path / "pack.npz"), *TINY, "--epochs", "1"]
+    main([*common, "--state", str(tmp_path / "s1"), "--out", str(first)])
+    main([*common, "--state", str(tmp_path / "s2"), "--out", str(second), "--init", str(first), "--lr", "0"])
+    # With a learning rate of 0 the weights stay those of the first model (batch-norm statistics aside).
+    a = LocalClassifier(str(first), "cpu").loaded.model
+    b = LocalClassifier(str(second), "cpu").loaded.model
+    assert torch.equal(a.classifier.weight, b.classifier.weight)
+    assert torch.equal(a.vit.embeddings.position_embeddings, b.vit.embeddings.position_embeddings)
+    assert json.loads((second / "metrics.json").read_text())["train_config"]["init"] == str(first)
