@@ -292,8 +292,13 @@ def bench_served(photos: list[Path], callers: int, requests_each: int, model: st
 
 
 def table(report: dict) -> str:
-    lines = ["classify stage (faces/s)", f"{'model':<14}{'faces':>6}{'seed loop':>12}{'batched':>10}{'speedup':>9}"]
-    for r in report["classify"]:
+    lines = []
+    if report.get("classify"):
+        lines += [
+            "classify stage (faces/s)",
+            f"{'model':<14}{'faces':>6}{'seed loop':>12}{'batched':>10}{'speedup':>9}",
+        ]
+    for r in report.get("classify", []):
         lines.append(
             f"{r['model']:<14}{r['faces']:>6}{r['seed_loop_faces_per_s']:>12.1f}"
             f"{r['batched_faces_per_s']:>10.1f}{r['speedup']:>8.2f}x"

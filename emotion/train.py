@@ -1,6 +1,6 @@
 """Train the bundled emotion ViT (a hybrid ViT: convolutional patch embedding + transformer encoder) on FER-2013.
 
-    python -m emotion.train --out emotion/model          # the bundled model: 24 epochs, ~1 h on 2 CPU cores
+    python -m emotion.train --out emotion/model          # the bundled model's first run (see README)
 
 Trains from scratch on the Training split only, selects the epoch on PublicTest,
 and writes a standard Hugging Face folder (config.json, model.safetensors in
