@@ -98,9 +98,9 @@ def predict(items, model: str, detect: bool, batch_size: int = 256, device: str 
                 preds[i] = LABELS.index(largest.label)
             _progress(i + 1, len(items), start, 1)
         return preds
-    from emotion.classify import LocalClassifier
+    from emotion.pipeline import get_classifier
 
-    classifier = LocalClassifier(model or settings.model, settings.device, settings.dtype)
+    classifier = get_classifier("local", model, settings)
     for lo in range(0, len(items), batch_size):
         chunk = items[lo : lo + batch_size]
         probs = classifier([load_image(path) for path, _ in chunk])

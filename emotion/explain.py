@@ -73,6 +73,7 @@ def explain(classifier: LocalClassifier, crops: list[Image.Image]) -> list[np.nd
 def explain_faces(picture: Image.Image, result, model: str, settings) -> list[tuple[Image.Image, np.ndarray]]:
     """(face crop, heatmap) for every face of an analysis, with the model that classified it."""
     from emotion.crop import crop_faces
+    from emotion.pipeline import get_classifier
 
     crops = crop_faces(picture, [f.box for f in result.faces], settings.margin)
-    return list(zip(crops, explain(LocalClassifier(model or settings.model, settings.device, settings.dtype), crops)))
+    return list(zip(crops, explain(get_classifier("local", model, settings), crops)))

@@ -324,12 +324,11 @@ def train(cfg: TrainConfig, command: str = "") -> dict:
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in fields(TrainConfig):
-        default = f.default if f.default is not f.default_factory else None
         if f.type == "list[int]":
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=int, nargs="+", default=f.default_factory())
         else:
             kind = {"int": int, "float": float, "str": str}[f.type]
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default)
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     return TrainConfig(**vars(parser.parse_args(argv)))
 
 

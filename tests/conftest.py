@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from emotion.labels import LABELS
+
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "photos"
 FER = ROOT.parent / "shared" / "data" / "fer2013"
@@ -17,8 +19,6 @@ FER = ROOT.parent / "shared" / "data" / "fer2013"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
-
-CANONICAL = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +66,7 @@ def make_tiny_vit(folder: Path, id2label: dict[int, str], seed: int = 0, image_s
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    return make_tiny_vit(tmp_path_factory.mktemp("tiny_vit"), dict(enumerate(CANONICAL)))
+    return make_tiny_vit(tmp_path_factory.mktemp("tiny_vit"), dict(enumerate(LABELS)))
 
 
 def free_port() -> int:

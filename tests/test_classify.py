@@ -10,7 +10,7 @@ from PIL import Image
 from emotion.classify import LocalClassifier, load_model, resolve
 from emotion.errors import ModelError
 from emotion.labels import LABELS
-from tests.conftest import CANONICAL, make_tiny_vit
+from tests.conftest import make_tiny_vit
 
 
 def faces(n, size=40, seed=0):
@@ -42,7 +42,7 @@ def test_shuffled_and_respelled_labels_map_to_the_same_emotions(tiny_model, tmp_
 
     perm = [4, 1, 0, 6, 2, 5, 3]  # output i of the shuffled model is canonical label perm[i]
     names = {"sad": "Sad", "angry": "anger", "happy": "happiness", "neutral": "Neutral"}
-    id2label = {i: names.get(CANONICAL[c], CANONICAL[c]) for i, c in enumerate(perm)}
+    id2label = {i: names.get(LABELS[c], LABELS[c]) for i, c in enumerate(perm)}
     model = ViTForImageClassification.from_pretrained(tiny_model)
     with torch.no_grad():
         model.classifier.weight.copy_(model.classifier.weight[perm])
