@@ -12,20 +12,18 @@ import gradio as gr
 from PIL import Image
 
 from emotion.errors import EmotionError
-from emotion.explain import explain_faces
-from emotion.export import write_exports
-from emotion.image import load_image
-from emotion.pipeline import analyze_batch, analyze_image
-from emotion.render import (
+from emotion.pipeline import Pipeline
+from emotion.serving.export import write_exports
+from emotion.serving.render import (
     TABLE_HEADERS,
     batch_table_rows,
     draw_faces,
-    heatmap_overlay,
+    heatmap_gallery,
     probability_chart,
     table_rows,
 )
+from emotion.serving.track import FaceTracker, LiveSession
 from emotion.settings import BUNDLED, HUB_MODELS, Settings
-from emotion.track import FaceTracker, LiveSession
 
 log = logging.getLogger(__name__)
 
@@ -67,39 +65,30 @@ def _options(backend, model, threshold, token) -> dict:
 
 
 def make_handlers(settings: Settings, export_dir: Path):
+    pipeline = Pipeline(settings)
+
     def analyze_photo(image, backend, model, threshold, token=None, explain=None):
         """Analyze every face in a photo: annotated photo, chart, table, message, downloads, heatmaps, JSON."""
         if image is None:
             raise gr.Error("Upload a photo or take a webcam snapshot first.")
+        options = _options(backend, model, threshold, token)
+        explain = False if explain is None else explain
+        remote_explain = explain is True and options["backend"] != "local"
         try:
-            start = time.perf_counter()
-            picture = load_image(image, settings.max_image_pixels)
-            result = analyze_image(
-                picture,
-                settings=settings,
-                load_ms=(time.perf_counter() - start) * 1000,
-                **_options(backend, model, threshold, token),
-            )
-            heatmaps = []
-            if explain and result.backend == "local":
-                pairs = explain_faces(picture, result, (model or "").strip(), settings)
-                heatmaps = [
-                    (heatmap_overlay(crop, heat), f"{i}: {face.label}")
-                    for i, ((crop, heat), face) in enumerate(zip(pairs, result.faces), start=1)
-                ]
+            result = pipeline.analyze(image, explain=explain and not remote_explain, **options)
         except EmotionError as exc:
             raise gr.Error(str(exc)) from None
         message = result.message
-        if explain and result.backend != "local":
+        if remote_explain:
             message += " Heatmaps need the local backend (the Inference API returns scores only)."
         downloads = write_exports([(Path(image).name, result)], export_dir)
         return (
-            draw_faces(picture, result),
+            draw_faces(result.image, result),
             probability_chart(result),
             table_rows(result),
             message,
             [str(p) for p in downloads],
-            heatmaps,
+            heatmap_gallery(result),
             result.to_dict(),
         )
 
@@ -110,16 +99,15 @@ def make_handlers(settings: Settings, export_dir: Path):
         paths = [getattr(f, "name", f) for f in files]
         progress(0, desc="Finding faces")
         try:
-            batch = analyze_batch(
+            batch = pipeline.analyze_many(
                 paths,
-                settings=settings,
                 **_options(backend, model, threshold, token),
                 progress=lambda done, total: progress(done / total, desc=f"Photo {done}/{total}"),
             )
         except EmotionError as exc:
             raise gr.Error(str(exc)) from None
         named = list(batch.results)
-        gallery = [(draw_faces(p, r), name) for p, (name, r) in zip(batch.pictures, named)]
+        gallery = [(draw_faces(r.image, r), name) for name, r in named]
         faces = sum(len(r.faces) for _, r in named)
         message = f"{faces} face(s) in {len(named)} photo(s), classified in one batch."
         if batch.errors:
@@ -128,7 +116,7 @@ def make_handlers(settings: Settings, export_dir: Path):
         document = {"photos": {name: r.to_dict() for name, r in named}, "errors": dict(batch.errors)}
         return gallery, batch_table_rows(named), message, [str(p) for p in downloads], document
 
-    live_settings = replace(settings, detect_max_side=640, batch_window_ms=0)  # webcam frames: speed first
+    live = Pipeline(replace(settings, detect_max_side=640))  # webcam frames: speed first
 
     def live_frame(frame, model, threshold, session):
         """One webcam frame: labelled boxes with per-face smoothed scores, and the frame rate."""
@@ -139,8 +127,7 @@ def make_handlers(settings: Settings, export_dir: Path):
             return gr.skip(), gr.skip(), session
         session.tracker.threshold = threshold
         try:
-            picture = load_image(frame)
-            result = analyze_image(picture, model=(model or "").strip(), threshold=threshold, settings=live_settings)
+            result = live.analyze(frame, model=(model or "").strip(), threshold=threshold)
         except EmotionError as exc:
             return gr.skip(), f"Error: {exc}", session
         smoothed = session.tracker.update(result)
@@ -149,7 +136,7 @@ def make_handlers(settings: Settings, export_dir: Path):
             f"**{fps:.1f} fps** · {len(smoothed.faces)} face(s) · {result.timing_ms['total']:.0f} ms per frame"
             f" · {session.dropped} stale frame(s) dropped"
         )
-        annotated = draw_faces(picture, smoothed)
+        annotated = draw_faces(result.image, smoothed)
         session.done = time.perf_counter()
         return annotated, info, session
 

@@ -9,14 +9,14 @@ Heavy modules (torch, transformers, MTCNN) load on first use, not at import.
 
 from emotion.labels import LABELS
 
-__all__ = ["LABELS", "Analysis", "Face", "Settings", "analyze"]
+__all__ = ["LABELS", "Analysis", "Face", "Pipeline", "Settings", "analyze"]
 
 
 def __getattr__(name):
-    if name == "analyze":
-        from emotion.pipeline import analyze
+    if name in ("analyze", "Pipeline"):
+        from emotion import pipeline
 
-        return analyze
+        return getattr(pipeline, name)
     if name in ("Analysis", "Face"):
         from emotion import results
 

@@ -28,19 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
 
-    from emotion.export import to_csv
-    from emotion.image import load_image
-    from emotion.pipeline import analyze_image
-    from emotion.render import draw_faces
+    from emotion.pipeline import Pipeline
+    from emotion.serving.export import to_csv
+    from emotion.serving.render import draw_faces
 
-    settings = Settings(device=args.device)
+    pipeline = Pipeline(Settings(device=args.device))
     documents, named, failed = {}, [], 0
     for photo in args.photos:
         try:
-            picture = load_image(photo, settings.max_image_pixels)
-            result = analyze_image(
-                picture, backend=args.backend, model=args.model, threshold=args.threshold, settings=settings
-            )
+            result = pipeline.analyze(photo, backend=args.backend, model=args.model, threshold=args.threshold)
         except EmotionError as exc:
             failed += 1
             print(f"{photo}: error: {exc}", file=sys.stderr)
@@ -56,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.annotate:
             args.annotate.mkdir(parents=True, exist_ok=True)
             out = args.annotate / f"{Path(photo).stem}_faces.png"
-            draw_faces(picture, result).save(out)
+            draw_faces(result.image, result).save(out)
             log.info("annotated image: %s", out)
     if args.json:
         json.dump(documents, sys.stdout, indent=2)

@@ -1,12 +1,13 @@
-"""Benchmark: python -m emotion.bench [--json OUT] [--quick] [--skip-served]
+"""Benchmark: python -m emotion.bench [--json OUT] [--compare FOLDER] [--skip ...]
 
 All numbers of one run come from the same machine and process, so read them as ratios:
 1. classify stage: the seed's loop (one processor call, one forward and .item() per face)
-   against the package's batched path, at 1, 8 and 32 faces, for the bundled model and a
-   ViT-B/16-shaped model (random weights: speed does not depend on them);
-2. end to end per photo of ../shared/photos: load, detect, crop, classify, render; p50/p95;
-3. served: concurrent gradio_client callers against the app on loopback.
-Options (int8 dynamic quantization, eager vs SDPA attention) are measured on the classify stage.
+   against the package's batched path, at 1, 8 and 32 faces, for the bundled model, a
+   ViT-B/16-shaped model (random weights: speed does not depend on them) and any --compare folder;
+2. end to end per photo of ../shared/photos: the Pipeline itself (its own stage timings) plus
+   rendering; p50/p95;
+3. served: concurrent gradio_client callers against `python app.py` on loopback.
+Options (eager vs SDPA attention) are measured on the classify stage.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from emotion.classify import LocalClassifier
+from emotion.backends.local import LocalClassifier
 from emotion.labels import LABELS
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def seed_loop(clf: LocalClassifier, faces: list[Image.Image]) -> list[dict]:
     for face in faces:
         inputs = m.processor(images=face, return_tensors="pt")
         with torch.no_grad():
-            logits = m.model(pixel_values=inputs["pixel_values"].to(m.device, m.input_dtype)).logits
+            logits = m.model(pixel_values=inputs["pixel_values"].to(m.device, m.dtype)).logits
         probs = logits.softmax(-1)[0]
         out.append({m.model.config.id2label[i]: probs[i].item() for i in range(probs.shape[0])})
     return out
@@ -86,6 +87,7 @@ def bench_classify(models: dict[str, tuple[str, str]], sizes: list[int], repeats
     rows = []
     for name, (model, dtype) in models.items():
         clf = LocalClassifier(model, dtype=dtype)
+        m = clf.loaded
         for n in sizes:
             faces = fake_faces(n)
             loop = timed(lambda clf=clf, faces=faces: seed_loop(clf, faces), repeats, 1.0)
@@ -94,8 +96,8 @@ def bench_classify(models: dict[str, tuple[str, str]], sizes: list[int], repeats
                 {
                     "model": name,
                     "faces": n,
-                    "device": str(clf.loaded.device),
-                    "dtype": str(clf.loaded.dtype),
+                    "device": str(m.device),
+                    "dtype": str(m.dtype),
                     "seed_loop_faces_per_s": n / loop,
                     "batched_faces_per_s": n / batched,
                     "speedup": loop / batched,
@@ -113,7 +115,7 @@ def bench_classify(models: dict[str, tuple[str, str]], sizes: list[int], repeats
 
 
 def bench_options(model: str, n: int, repeats: int) -> list[dict]:
-    """Classify-stage variants on the CPU: eager vs SDPA attention, int8 dynamic quantization."""
+    """Classify-stage variants on the CPU: eager vs SDPA attention."""
     from transformers import AutoModelForImageClassification
 
     faces = fake_faces(n)
@@ -133,9 +135,6 @@ def bench_options(model: str, n: int, repeats: int) -> list[dict]:
         ).eval()
     except (ValueError, OSError) as exc:
         log.info("eager attention not available: %s", exc)
-    variants["int8 dynamic (Linear)"] = torch.ao.quantization.quantize_dynamic(
-        base.loaded.model, {torch.nn.Linear}, dtype=torch.qint8
-    )
     base_time = timed(lambda: run(base.loaded.model), repeats, 1.0)
     for name, net in variants.items():
         t = timed(lambda net=net: run(net), repeats, 1.0)
@@ -147,69 +146,27 @@ def bench_options(model: str, n: int, repeats: int) -> list[dict]:
     return rows
 
 
-def int8_accuracy(folder: Path, model: str = "bundled") -> dict:
-    """PublicTest accuracy of a model in fp32 and with int8 dynamic quantization of its Linear layers."""
-    from emotion.evaluate import find_images
-    from emotion.image import load_image
-
-    items = find_images(folder)
-    truth = np.array([label for _, label in items])
-    clf = LocalClassifier(model, "cpu")
-    fp32_net = clf.loaded.model
-    int8_net = torch.ao.quantization.quantize_dynamic(fp32_net, {torch.nn.Linear}, dtype=torch.qint8)
-    out = {"n": len(items)}
-    for name, net in (("fp32", fp32_net), ("int8", int8_net)):
-        preds, start = [], time.perf_counter()
-        for lo in range(0, len(items), 256):
-            pixel_values = clf.preprocess([load_image(p) for p, _ in items[lo : lo + 256]])
-            with torch.inference_mode():
-                preds.append(clf.postprocess(net(pixel_values=pixel_values).logits).argmax(1))
-        out[f"{name}_accuracy"] = float(np.mean(np.concatenate(preds) == truth))
-        out[f"{name}_seconds"] = time.perf_counter() - start
-    out["delta"] = out["int8_accuracy"] - out["fp32_accuracy"]
-    log.info(
-        "int8 dynamic quantization on %s: accuracy %.4f -> %.4f", folder, out["fp32_accuracy"], out["int8_accuracy"]
-    )
-    return out
-
-
 def bench_end_to_end(photos: list[Path], repeats: int, model: str) -> list[dict]:
-    from emotion.crop import crop_faces
-    from emotion.detect import detect_faces
-    from emotion.device import pick_device
-    from emotion.image import load_image
-    from emotion.pipeline import analyze_image, make_faces
-    from emotion.render import draw_faces
-    from emotion.results import Analysis
+    """The Pipeline as the app calls it, per photo: its own stage timings, plus drawing the result."""
+    from emotion.pipeline import Pipeline
+    from emotion.serving.render import draw_faces
     from emotion.settings import Settings
 
-    settings = Settings(model=model, batch_window_ms=0)
-    clf = LocalClassifier(model)
-    device = pick_device(settings.device)
+    pipeline = Pipeline(Settings(model=model))
     rows = []
     for path in photos:
-        stages = {k: [] for k in ("load", "detect", "crop", "classify", "render")}
-        analyze_image(load_image(path), settings=settings)  # warm-up
+        pipeline.analyze(path)  # warm-up
+        stages = {k: [] for k in ("load", "detect", "classify", "render", "total")}
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            picture = load_image(path, settings.max_image_pixels)
-            t1 = time.perf_counter()
-            dets = detect_faces(
-                picture, device, settings.min_face_size, settings.min_detection_score, settings.detect_max_side
-            )
-            t2 = time.perf_counter()
-            crops = crop_faces(picture, [d.box for d in dets], settings.margin)
-            t3 = time.perf_counter()
-            probs = clf(crops)
-            t4 = time.perf_counter()
-            result = Analysis(make_faces(dets, probs, settings.threshold), "bundled", "local", picture.size)
-            draw_faces(picture, result)
-            t5 = time.perf_counter()
-            for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
-                stages[key].append(value * 1000)
-        stages["total"] = [sum(v[i] for v in stages.values()) for i in range(repeats)]
-        faces = len(dets)
-        row = {"photo": path.name, "size": list(picture.size), "faces": faces}
+            result = pipeline.analyze(path)
+            t = time.perf_counter()
+            draw_faces(result.image, result)
+            render = (time.perf_counter() - t) * 1000
+            for key in ("load", "detect", "classify"):
+                stages[key].append(result.timing_ms[key])
+            stages["render"].append(render)
+            stages["total"].append(result.timing_ms["total"] + render)
+        row = {"photo": path.name, "size": list(result.image_size), "faces": len(result.faces)}
         for key, values in stages.items():
             row[f"{key}_p50_ms"] = percentile(values, 50)
             row[f"{key}_p95_ms"] = percentile(values, 95)
@@ -217,33 +174,46 @@ def bench_end_to_end(photos: list[Path], repeats: int, model: str) -> list[dict]
         log.info(
             "%s (%dx%d, %d faces): total p50 %.0f ms, p95 %.0f ms",
             path.name,
-            *picture.size,
-            faces,
+            *result.image_size,
+            row["faces"],
             row["total_p50_ms"],
             row["total_p95_ms"],
         )
     return rows
 
 
-def bench_served(photos: list[Path], callers: int, requests_each: int, model: str) -> dict:
-    """Concurrent gradio_client callers on loopback against the real app."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+def start_app(model: str, timeout_s: float = 180.0):
+    """``python app.py`` on a free loopback port, as a user starts it; returns (process, url)."""
     import socket
+    import subprocess
+    import sys
 
-    from gradio_client import Client, handle_file
+    from gradio_client import Client
 
-    from app import build_demo, launch_options
-    from emotion.settings import Settings
-
-    settings = Settings(model=model)
-    demo = build_demo(settings)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(settings)
-    )
-    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "EMOTION_MODEL": model}
+    env.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, str(root / "app.py")], cwd=root, env=env, stdout=subprocess.DEVNULL)
+    url, deadline = f"http://127.0.0.1:{port}/", time.time() + timeout_s
+    while True:
+        try:
+            Client(url, verbose=False)
+            return proc, url
+        except Exception:  # not listening yet
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("app.py did not start") from None
+            time.sleep(0.5)
+
+
+def bench_served(photos: list[Path], callers: int, requests_each: int, model: str) -> dict:
+    """Concurrent gradio_client callers on loopback against the real app."""
+    from gradio_client import Client, handle_file
+
+    proc, url = start_app(model)
     latencies, errors, lock = [], [], threading.Lock()
     try:
         Client(url, verbose=False).predict(handle_file(str(photos[0])), "local", "", 0.3, api_name="/analyze")
@@ -269,7 +239,8 @@ def bench_served(photos: list[Path], callers: int, requests_each: int, model: st
             t.join()
         wall = time.perf_counter() - start
     finally:
-        demo.close()
+        proc.terminate()
+        proc.wait(timeout=30)
     result = {
         "callers": callers,
         "requests": callers * requests_each,
@@ -302,7 +273,7 @@ def table(report: dict) -> str:
         lines.append(
             f"{r['model']:<14}{r['faces']:>6}{r['seed_loop_faces_per_s']:>12.1f}"
             f"{r['batched_faces_per_s']:>10.1f}{r['speedup']:>8.2f}x"
-            + (f"  ({r['vs_fp32_seed_loop']:.2f}x the fp32 seed loop)" if "vs_fp32_seed_loop" in r else "")
+
         )
     if report.get("options"):
         lines.append("\nclassify options (ViT-B/16, CPU)")
@@ -311,12 +282,6 @@ def table(report: dict) -> str:
                 f"  {r['variant']:<24}{r['faces_per_s']:>8.1f} faces/s {r['vs_default']:>6.2f}x"
                 f"  max prob diff {r['max_prob_diff']:.4f}"
             )
-    if report.get("int8_publictest"):
-        q = report["int8_publictest"]
-        lines.append(
-            f"  int8 on PublicTest (bundled, n={q['n']}): accuracy {q['fp32_accuracy']:.4f} -> "
-            f"{q['int8_accuracy']:.4f} ({q['delta']:+.4f})"
-        )
     if report.get("end_to_end"):
         lines.append("\nend to end per photo, bundled model (ms, p50 / p95)")
         lines.append(f"{'photo':<26}{'faces':>6}{'load':>8}{'detect':>9}{'classify':>10}{'render':>8}{'total':>14}")
@@ -347,9 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callers", type=int, default=4)
     parser.add_argument("--requests", type=int, default=5, help="requests per caller")
     parser.add_argument(
-        "--publictest",
-        type=Path,
-        help="class folders for the int8 accuracy check (e.g. ../shared/data/fer2013/publictest)",
+        "--compare", type=Path, nargs="*", default=[], help="model folders to time beside the bundled one"
     )
     parser.add_argument("--skip", nargs="*", default=[], choices=["classify", "options", "end_to_end", "served"])
     args = parser.parse_args(argv)
@@ -369,17 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         vit_b = str(vit_base_folder(Path(tmp)))
         if "classify" not in args.skip:
             models = {"bundled": ("bundled", "auto"), "ViT-B/16": (vit_b, "auto")}
-            if not torch.cuda.is_available():
-                models["ViT-B/16 int8"] = (vit_b, "int8")
+            models.update({folder.name: (str(folder), "auto") for folder in args.compare})
             report["classify"] = bench_classify(models, args.sizes, args.repeats)
-            fp32 = {r["faces"]: r for r in report["classify"] if r["model"] == "ViT-B/16"}
-            for r in report["classify"]:
-                if r["model"] == "ViT-B/16 int8":  # the option against the hub cards' fp32 loop
-                    r["vs_fp32_seed_loop"] = r["batched_faces_per_s"] / fp32[r["faces"]]["seed_loop_faces_per_s"]
         if "options" not in args.skip:
             report["options"] = bench_options(vit_b, 8, max(3, args.repeats // 2))
-    if args.publictest:
-        report["int8_publictest"] = int8_accuracy(args.publictest)
     if "end_to_end" not in args.skip and photos:
         report["end_to_end"] = bench_end_to_end(photos, args.repeats, "bundled")
     if "served" not in args.skip and photos:

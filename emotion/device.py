@@ -19,7 +19,9 @@ def pick_device(name: str = "auto") -> torch.device:
 def pick_dtype(device: torch.device) -> torch.dtype:
     """Half precision on accelerators (bf16 where supported: same range as fp32), fp32 on the CPU."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Native bf16 needs compute capability 8.0 (Ampere) or later; is_bf16_supported() alone also counts
+        # emulation, which makes T4 and V100 GPUs slower than fp16.
+        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
     if device.type == "mps":
         return torch.float16
     return torch.float32

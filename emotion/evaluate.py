@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion.calibration import ece
 from emotion.errors import EmotionError
 from emotion.labels import LABELS, canonical
 
@@ -43,11 +44,14 @@ def find_images(root: Path, exclude: set[str] = frozenset()) -> list[tuple[Path,
     return items
 
 
-def metrics(truth: np.ndarray, pred: np.ndarray) -> dict:
-    """Accuracy, macro-F1 over the labels present in ``truth``, per-class scores, confusion matrix.
+def metrics(truth: np.ndarray, probs: np.ndarray) -> dict:
+    """Accuracy, macro-F1 over the labels present in ``truth``, per-class scores, confusion matrix, ECE.
 
-    ``pred`` is -1 where no face was found: it counts as wrong and appears in no column.
+    ``probs`` (n, 7) is all zero where no face was found: it counts as wrong, appears in no column
+    and is left out of the calibration error.
     """
+    found = probs.sum(1) > 0
+    pred = np.where(found, probs.argmax(1), -1)
     k = len(LABELS)
     confusion = np.zeros((k, k), dtype=int)
     for t, p in zip(truth, pred):
@@ -78,35 +82,33 @@ def metrics(truth: np.ndarray, pred: np.ndarray) -> dict:
         "confusion": confusion.tolist(),
         "labels": list(LABELS),
         "no_face": int(np.sum(pred < 0)),
+        "ece": ece(probs[found], truth[found]) if found.any() else float("nan"),
     }
 
 
 def predict(items, model: str, detect: bool, batch_size: int = 256, device: str = "auto") -> np.ndarray:
+    """(n, 7) probabilities; a row of zeros where no face was found."""
     from emotion.image import load_image
+    from emotion.pipeline import Pipeline
     from emotion.settings import Settings
 
-    settings = Settings(device=device)
-    preds = np.full(len(items), -1)
+    pipeline = Pipeline(Settings(device=device))
+    probs = np.zeros((len(items), len(LABELS)))
     start = time.perf_counter()
     if detect:
-        from emotion.pipeline import analyze
-
         for i, (path, _) in enumerate(items):
-            faces = analyze(path, model=model, settings=settings).faces
+            faces = pipeline.analyze(path, model=model).faces
             if faces:
                 largest = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-                preds[i] = LABELS.index(largest.label)
+                probs[i] = [largest.scores[label] for label in LABELS]
             _progress(i + 1, len(items), start, 1)
-        return preds
-    from emotion.pipeline import get_classifier
-
-    classifier = get_classifier("local", model, settings)
+        return probs
+    classifier = pipeline.backend("local", model)
     for lo in range(0, len(items), batch_size):
         chunk = items[lo : lo + batch_size]
-        probs = classifier([load_image(path) for path, _ in chunk])
-        preds[lo : lo + len(chunk)] = probs.argmax(1)
+        probs[lo : lo + len(chunk)] = classifier([load_image(path) for path, _ in chunk])
         _progress(lo + len(chunk), len(items), start, batch_size)
-    return preds
+    return probs
 
 
 def _progress(done: int, total: int, start: float, step: int) -> None:
@@ -146,7 +148,10 @@ def plot_confusion(result: dict, path: Path, title: str) -> None:
 
 
 def report(result: dict) -> str:
-    lines = [f"n={result['n']}  accuracy={result['accuracy']:.4f}  macro-F1={result['macro_f1']:.4f}"]
+    lines = [
+        f"n={result['n']}  accuracy={result['accuracy']:.4f}  macro-F1={result['macro_f1']:.4f}"
+        f"  ECE={result['ece']:.4f} (15 bins)"
+    ]
     if result["no_face"]:
         lines.append(f"no face found in {result['no_face']} image(s) (counted as wrong)")
     lines.append("recall per class:")
@@ -175,12 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         exclude = set(args.exclude.read_text().split()) if args.exclude else set()
         items = find_images(args.dir, exclude)
         log.info("%d images in %s", len(items), args.dir)
-        preds = predict(items, args.model, args.detect, args.batch_size, args.device)
+        probs = predict(items, args.model, args.detect, args.batch_size, args.device)
     except EmotionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     truth = np.array([label for _, label in items])
-    result = metrics(truth, preds)
+    result = metrics(truth, probs)
     result.update(model=args.model or "bundled", data=str(args.dir), detect=args.detect, excluded=len(exclude))
     print(report(result))
     png = args.png or (args.json.with_suffix(".png") if args.json else Path("confusion.png"))

@@ -1,37 +1,35 @@
-"""The whole analysis: load -> detect -> crop -> classify (one batch) -> typed result."""
+"""The whole analysis, one data path: load -> detect -> crop -> classify (one batch) -> [explain] -> Analysis.
+
+A ``Pipeline`` is built from settings; the detector and the backend are looked up by name in their
+registries (emotion.detectors, emotion.backends). One call serves a photo (``analyze``), several
+photos with one classification for all their faces (``analyze_many``) and a video or webcam frame
+(``analyze`` with a frame). Callers render what comes back; they orchestrate nothing.
+"""
 
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from emotion.classify import LocalClassifier, is_hub_id
-from emotion.crop import crop_faces
-from emotion.detect import Detection, detect_faces
-from emotion.device import pick_device
+from emotion.backends import Backend, get_backend
+from emotion.crop import square_box
+from emotion.detectors import Detection, get_detector
 from emotion.errors import InputError
 from emotion.image import ImageInput, load_image
 from emotion.labels import LABELS
-from emotion.remote import RemoteClassifier
 from emotion.results import Analysis, Face
-from emotion.settings import BUNDLED, Settings
+from emotion.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def get_classifier(backend: str, model: str, settings: Settings, token: str | None = None):
-    if backend == "local":
-        return LocalClassifier(model or settings.model, settings.device, settings.dtype)
-    if backend == "remote":
-        model = model or settings.remote_model
-        if model == BUNDLED:
-            raise InputError("The bundled model runs only locally: pick a hub model for the remote backend.")
-        if not is_hub_id(model):
-            raise InputError(f"'{model}' is not a Hugging Face model id like 'owner/model-name'.")
-        return RemoteClassifier(model, token, settings.remote_timeout, settings.remote_workers)
-    raise InputError(f"Unknown backend '{backend}': use 'local' or 'remote'.")
+@dataclass(frozen=True)
+class BatchResult:
+    results: tuple[tuple[str, Analysis], ...]  # (name, analysis) of each readable image, in input order
+    errors: tuple[tuple[str, str], ...]  # (name, message) of each image that could not be read
 
 
 def keep_largest(detections: list[Detection], max_faces: int) -> tuple[list[Detection], int]:
@@ -46,14 +44,129 @@ def above(scores: dict[str, float], threshold: float) -> tuple[str, ...]:
     return tuple(k for k in sorted(scores, key=scores.get, reverse=True) if scores[k] >= threshold)
 
 
-def make_faces(detections: list[Detection], probs, threshold: float) -> tuple[Face, ...]:
-    """Typed faces from detections and their (n, 7) probabilities."""
-    faces = []
-    for det, row in zip(detections, probs):
-        scores = {label: float(p) for label, p in zip(LABELS, row)}
-        box = tuple(int(round(v)) for v in det.box)
-        faces.append(Face(box, det.score, scores, above(scores, threshold), det.landmarks))
-    return tuple(faces)
+def check_threshold(threshold, settings: Settings) -> float:
+    if threshold is None:
+        return settings.threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= threshold <= 1.0:
+        raise InputError(f"The threshold must be a number between 0 and 1, not {threshold!r}.")
+    return float(threshold)
+
+
+class Pipeline:
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings()
+
+    def backend(self, backend: str = "local", model: str = "", token: str | None = None) -> Backend:
+        return get_backend(backend, (model or "").strip(), self.settings, token)
+
+    def detect(self, picture) -> tuple[list[Detection], int]:
+        """Detections left to right, capped at the largest ``max_faces``; and how many were dropped."""
+        detections = get_detector(self.settings.detector, self.settings)(picture)
+        detections, dropped = keep_largest(detections, self.settings.max_faces)
+        detections.sort(key=lambda d: (d.box[0], d.box[1]))
+        return detections, dropped
+
+    def analyze(
+        self,
+        image: ImageInput,
+        *,
+        backend: str = "local",
+        model: str = "",
+        threshold: float | None = None,
+        token: str | None = None,
+        explain: bool = False,
+    ) -> Analysis:
+        """Find every face in ``image`` and classify all of them in one batch. Faces come left to right."""
+        batch = self.analyze_many(
+            [image], backend=backend, model=model, threshold=threshold, token=token, explain=explain, strict=True
+        )
+        return batch.results[0][1]
+
+    def analyze_many(
+        self,
+        images: list[ImageInput],
+        *,
+        backend: str = "local",
+        model: str = "",
+        threshold: float | None = None,
+        token: str | None = None,
+        explain: bool = False,
+        progress=None,
+        strict: bool = False,
+    ) -> BatchResult:
+        """Each photo is loaded and detected on its own, then ALL their faces go through one classification.
+
+        Unreadable images are reported in ``errors`` (with ``strict``, raised). ``progress(done, total)``
+        is called after each photo's detection.
+        """
+        settings = self.settings
+        threshold = check_threshold(threshold, settings)
+        if not isinstance(explain, bool):
+            raise InputError(f"explain must be true or false, not {explain!r}.")
+        classifier = self.backend(backend, model, token)
+        if explain and classifier.backend != "local":
+            raise InputError("Heatmaps need the local backend: the Inference API returns scores only.")
+        found, errors, seen = [], [], set()
+        for i, image in enumerate(images):
+            name = Path(image).name if isinstance(image, (str, Path)) else f"image {i + 1}"
+            if name in seen:  # two uploads may share a name; neither result may hide the other
+                name = f"{name} ({i + 1})"
+            seen.add(name)
+            start = time.perf_counter()
+            try:
+                picture = load_image(image, settings.max_image_pixels)
+            except InputError as exc:
+                if strict:
+                    raise
+                errors.append((name, str(exc)))
+                continue
+            t_load = time.perf_counter()
+            detections, dropped = self.detect(picture)
+            t_detect = time.perf_counter()
+            boxes = [square_box(d.box, picture.size, settings.margin) for d in detections]
+            timing = {"load": (t_load - start) * 1000, "detect": (t_detect - t_load) * 1000}
+            found.append((name, picture, detections, dropped, boxes, timing))
+            if progress:
+                progress(i + 1, len(images))
+        crops = [picture.crop(box) for _, picture, _, _, boxes, _ in found for box in boxes]
+        t0 = time.perf_counter()
+        probs = classifier(crops)
+        classify_ms = (time.perf_counter() - t0) * 1000
+        heatmaps = [None] * len(crops)
+        if explain:
+            from emotion.explain import explain as occlusion
+
+            t1 = time.perf_counter()
+            heatmaps = occlusion(classifier, crops, settings.explain_grid, settings.explain_batch)
+            explain_ms = (time.perf_counter() - t1) * 1000
+        results, start = [], 0
+        for name, picture, detections, dropped, boxes, timing in found:
+            faces = []
+            for det, box, row, heat in zip(detections, boxes, probs[start:], heatmaps[start:]):
+                scores = {label: float(p) for label, p in zip(LABELS, row)}
+                faces.append(
+                    Face(
+                        tuple(int(round(v)) for v in det.box),
+                        det.score,
+                        scores,
+                        above(scores, threshold),
+                        det.landmarks,
+                        crop_box=box,
+                        heatmap=heat,
+                    )
+                )
+            start += len(detections)
+            # The classification is one forward pass for the whole batch, reported on every photo.
+            timing = {**timing, "classify": classify_ms}
+            if explain:
+                timing["explain"] = explain_ms
+            timing["total"] = sum(timing.values())
+            analysis = Analysis(
+                tuple(faces), classifier.name, classifier.backend, picture.size, timing, dropped, image=picture
+            )
+            log.info("%s: %s: %d face(s) in %.0f ms", analysis.model, name, len(faces), timing["total"])
+            results.append((name, analysis))
+        return BatchResult(tuple(results), tuple(errors))
 
 
 def analyze(
@@ -63,154 +176,14 @@ def analyze(
     model: str = "",
     threshold: float | None = None,
     token: str | None = None,
+    explain: bool = False,
     settings: Settings | None = None,
 ) -> Analysis:
     """Find every face in ``image`` and classify each into the seven emotions.
 
-    ``model`` is "bundled" (the default), a hub id or a local folder; ``backend``
-    is "local" or "remote" (Hugging Face Inference API). Faces come left to right.
+    ``model`` is "bundled" (the default), a hub id or a local folder; ``backend`` is "local" or
+    "remote" (Hugging Face Inference API); ``explain`` adds a heatmap per face. Faces come left to right.
     """
-    settings = settings or Settings()
-    start = time.perf_counter()
-    picture = load_image(image, settings.max_image_pixels)
-    return analyze_image(
-        picture,
-        backend=backend,
-        model=model,
-        threshold=threshold,
-        token=token,
-        settings=settings,
-        load_ms=(time.perf_counter() - start) * 1000,
+    return Pipeline(settings).analyze(
+        image, backend=backend, model=model, threshold=threshold, token=token, explain=explain
     )
-
-
-def _check_threshold(threshold: float | None, settings: Settings) -> float:
-    threshold = settings.threshold if threshold is None else float(threshold)
-    if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"The threshold must lie between 0 and 1, not {threshold}.")
-    return threshold
-
-
-def find_faces(picture, settings: Settings) -> tuple[list[Detection], int]:
-    """Detections ordered left to right, capped at the largest ``max_faces``; and how many were dropped."""
-    detections = detect_faces(
-        picture,
-        device=pick_device(settings.device),
-        min_face_size=settings.min_face_size,
-        min_score=settings.min_detection_score,
-        max_side=settings.detect_max_side,
-    )
-    detections, dropped = keep_largest(detections, settings.max_faces)
-    detections.sort(key=lambda d: (d.box[0], d.box[1]))
-    return detections, dropped
-
-
-def classify_crops(classifier, crops: list, settings: Settings):
-    """One forward pass for all crops; local requests arriving together share it through the batcher."""
-    if crops and isinstance(classifier, LocalClassifier) and settings.batch_window_ms > 0:
-        return classifier.shared(settings.batch_window_ms / 1000)(crops)
-    return classifier(crops)
-
-
-def analyze_image(
-    picture,
-    *,
-    backend: str = "local",
-    model: str = "",
-    threshold: float | None = None,
-    token: str | None = None,
-    settings: Settings | None = None,
-    load_ms: float = 0.0,
-) -> Analysis:
-    """``analyze`` for an image already loaded upright and RGB by ``load_image`` (the UI draws on it)."""
-    settings = settings or Settings()
-    threshold = _check_threshold(threshold, settings)
-    classifier = get_classifier(backend, model, settings, token)
-    t_load = time.perf_counter()
-    detections, dropped = find_faces(picture, settings)
-    t_detect = time.perf_counter()
-    probs = classify_crops(classifier, crop_faces(picture, [d.box for d in detections], settings.margin), settings)
-    t_classify = time.perf_counter()
-    timing = {
-        "load": load_ms,
-        "detect": (t_detect - t_load) * 1000,
-        "classify": (t_classify - t_detect) * 1000,
-        "total": load_ms + (t_classify - t_load) * 1000,
-    }
-    result = Analysis(
-        make_faces(detections, probs, threshold), classifier.name, classifier.backend, picture.size, timing, dropped
-    )
-    log.info("%s: %d face(s) in %.0f ms", result.model, len(result.faces), timing["total"])
-    return result
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    results: tuple[tuple[str, Analysis], ...]  # (name, analysis) of each readable image, in input order
-    errors: tuple[tuple[str, str], ...]  # (name, message) of each image that could not be read
-    pictures: tuple = ()  # the loaded images, for drawing (same order as results)
-
-
-def analyze_batch(
-    images: list,
-    *,
-    backend: str = "local",
-    model: str = "",
-    threshold: float | None = None,
-    token: str | None = None,
-    settings: Settings | None = None,
-    progress=None,
-) -> BatchResult:
-    """Analyze several photos: each is detected on its own, then all their faces go through ONE
-    batched classification. Unreadable images are reported, not fatal. ``progress(done, total)``
-    is called after each photo's detection."""
-    settings = settings or Settings()
-    threshold = _check_threshold(threshold, settings)
-    classifier = get_classifier(backend, model, settings, token)
-    loaded, errors, seen = [], [], set()
-    for i, image in enumerate(images):
-        name = Path(image).name if isinstance(image, (str, Path)) else f"image {i + 1}"
-        if name in seen:  # two uploads may share a name; neither result may hide the other
-            name = f"{name} ({i + 1})"
-        seen.add(name)
-        start = time.perf_counter()
-        try:
-            picture = load_image(image, settings.max_image_pixels)
-        except InputError as exc:
-            errors.append((name, str(exc)))
-            continue
-        t_load = time.perf_counter()
-        detections, dropped = find_faces(picture, settings)
-        detect_ms = (time.perf_counter() - t_load) * 1000
-        loaded.append((name, picture, detections, dropped, (t_load - start) * 1000, detect_ms))
-        if progress:
-            progress(i + 1, len(images))
-    crops = [c for _, picture, dets, *_ in loaded for c in crop_faces(picture, [d.box for d in dets], settings.margin)]
-    t0 = time.perf_counter()
-    probs = classifier(crops) if crops else classifier([])
-    classify_ms = (time.perf_counter() - t0) * 1000
-    results, start = [], 0
-    for name, picture, dets, dropped, load_ms, detect_ms in loaded:
-        rows = probs[start : start + len(dets)]
-        start += len(dets)
-        # classify is the one shared forward pass for the whole batch, reported on every photo.
-        timing = {
-            "load": load_ms,
-            "detect": detect_ms,
-            "classify": classify_ms,
-            "total": load_ms + detect_ms + classify_ms,
-        }
-        results.append(
-            (
-                name,
-                Analysis(
-                    make_faces(dets, rows, threshold),
-                    classifier.name,
-                    classifier.backend,
-                    picture.size,
-                    timing,
-                    dropped,
-                ),
-            )
-        )
-    return BatchResult(tuple(results), tuple(errors), tuple(p for _, p, *_ in loaded))

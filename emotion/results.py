@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+from PIL import Image
+
 from emotion.labels import LABELS
 
 
@@ -14,6 +17,8 @@ class Face:
     scores: dict[str, float]  # all seven labels, summing to 1
     above_threshold: tuple[str, ...]  # labels at or above the threshold, most likely first
     landmarks: tuple[tuple[float, float], ...] = ()
+    crop_box: tuple[int, int, int, int] | None = None  # the square region that was classified
+    heatmap: np.ndarray | None = field(default=None, compare=False, repr=False)  # over crop_box, 0..1
 
     @property
     def label(self) -> str:
@@ -41,6 +46,7 @@ class Analysis:
     image_size: tuple[int, int]  # width, height after EXIF orientation
     timing_ms: dict[str, float] = field(default_factory=dict)
     faces_dropped: int = 0  # faces beyond Settings.max_faces (the smallest ones)
+    image: Image.Image | None = field(default=None, compare=False, repr=False)  # the upright RGB input
 
     @property
     def message(self) -> str:

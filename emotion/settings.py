@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # The project's own ViT, shipped inside the package so the app works offline.
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "model"
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "models" / "bundled"
 BUNDLED = "bundled"
 
 # Hub models offered in the UI; any other hub id or local folder may be typed in.
@@ -29,9 +29,10 @@ class Settings:
     model: str = field(default_factory=_env_model)  # "bundled", a hub id or a local folder
     remote_model: str = HUB_MODELS[0]  # used by the remote backend when no model is named
     device: str = "auto"  # "auto" picks CUDA, then MPS, then CPU
-    # "auto": bf16 on CUDA, fp16 on MPS, fp32 on CPU; or "float32", "bfloat16", "float16", or "int8"
-    # (CPU only: dynamic quantization, ~1.7x faster for ViT-B; EMOTION_DTYPE sets it for a Space).
+    # "auto": bf16 on CUDA GPUs that have it natively (else fp16), fp16 on MPS, fp32 on CPU; or "float32",
+    # "bfloat16", "float16". EMOTION_DTYPE sets it for a Space.
     dtype: str = field(default_factory=lambda: os.environ.get("EMOTION_DTYPE", "auto"))
+    detector: str = "mtcnn"  # a name from emotion.detectors
     threshold: float = 0.3  # emotions at or above this probability are listed besides the top one
     margin: float = 0.25  # square crop side = face side * (1 + margin): brows, chin and jaw carry expression
     min_face_size: int = 20  # px; MTCNN finds nothing smaller
@@ -42,6 +43,10 @@ class Settings:
     max_upload_mb: int = 20  # uploads above this are refused by the server
     concurrency: int = 2  # requests worked on at once (2 cores); the rest wait in the queue
     queue_size: int = 32  # requests waiting beyond this are turned away with a "queue full" message
-    batch_window_ms: float = 5.0  # concurrent requests wait this long to share one forward pass; 0 = off
+    model_cache_models: int = 4  # models kept loaded (least recently used go first)
+    model_cache_mb: int = 1024  # ... and at most this much memory for their weights
+    model_failure_ttl_s: float = 60.0  # a model that failed to load is not tried again for this long
+    explain_grid: int = 6  # heatmaps: occlusion windows per side of a face (grid**2 copies per face)
+    explain_batch: int = 256  # occluded copies per forward pass (bounds memory)
     remote_timeout: float = 30.0  # seconds per Inference API call
     remote_workers: int = 8  # concurrent Inference API calls per request

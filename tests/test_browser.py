@@ -4,6 +4,7 @@ Screenshots go to artifacts/ for a person to look at.
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -77,6 +78,19 @@ def wait_for_result(page, text: str):
     page.get_by_text(text).first.wait_for(timeout=120_000)
 
 
+def block(page, label: str):
+    """The component whose label reads exactly ``label`` (the nearest .block around its label)."""
+    heading = page.locator("[data-testid=block-label]").filter(has_text=re.compile(rf"^\s*{re.escape(label)}\s*$"))
+    assert heading.count() == 1, f"{heading.count()} components labelled {label!r}"
+    return heading.locator("xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), ' block ')][1]")
+
+
+def loaded_size(img) -> tuple[int, int]:
+    """The natural size of an <img> once the browser has decoded it; (0, 0) means it did not load."""
+    img.evaluate("i => i.complete && i.naturalWidth ? null : new Promise(r => { i.onload = i.onerror = r; })")
+    return tuple(img.evaluate("i => [i.naturalWidth, i.naturalHeight]"))
+
+
 def test_upload_apollo_shows_three_labelled_faces_and_the_chart(playwright, server):
     ARTIFACTS.mkdir(exist_ok=True)
     browser = launch(playwright)
@@ -86,9 +100,21 @@ def test_upload_apollo_shows_three_labelled_faces_and_the_chart(playwright, serv
     page.get_by_role("button", name="Analyze").click()
     wait_for_result(page, "Found 3 faces")
     page.screenshot(path=str(ARTIFACTS / "upload_apollo.png"), full_page=True)
-    assert page.locator("img[alt]").count() >= 1
-    plot = page.locator(".js-plotly-plot, [data-testid=matplotlib] img, .plot-container img, img[src*=png]")
-    assert plot.count() >= 1
+    # The annotated photo, in the "Faces" image component: loaded, and the photo's own size.
+    faces = block(page, "Faces").locator("img")
+    faces.first.wait_for(timeout=30_000)
+    assert faces.count() == 1
+    shown = loaded_size(faces)
+    assert shown == Image.open(photo("nasa_apollo11_crew.jpg")).size, shown
+    # The chart, in the "Probabilities per face" plot component (not the annotated PNG above): one
+    # matplotlib figure, inlined as an image (Gradio picks the format) that the browser decoded, with one
+    # panel per face side by side.
+    chart = block(page, "Probabilities per face").locator("[data-testid=matplotlib] img")
+    chart.first.wait_for(timeout=30_000)
+    assert chart.count() == 1
+    assert chart.get_attribute("src").startswith("data:image/")
+    width, height = loaded_size(chart)
+    assert abs(width / height - (3 * 3.6) / 2.4) < 0.1, (width, height)  # render.probability_chart: 3 columns
     # The results table shows one row per face, each with its box "[x1, y1, x2, y2]".
     page.wait_for_function("document.body.innerText.match(/\\[\\d+, \\d+, \\d+, \\d+\\]/g)?.length === 3")
     browser.close()

@@ -21,7 +21,7 @@ def test_folder_is_small_safetensors_with_the_canonical_labels():
 
 
 def test_loads_offline_with_the_auto_classes():
-    import emotion.vit  # noqa: F401  registers the architecture, as emotion.classify does
+    import emotion.models.vit  # noqa: F401  registers the architecture, as emotion.backends.local does
 
     model = AutoModelForImageClassification.from_pretrained(BUNDLED_MODEL_DIR, use_safetensors=True)
     assert type(model).__name__ == "HybridViTForImageClassification"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from emotion.classify import LocalClassifier, load_model, resolve
+from emotion.backends.local import LocalClassifier, load_model, resolve
 from emotion.errors import ModelError
 from emotion.labels import LABELS
 from tests.conftest import make_tiny_vit
@@ -110,15 +110,6 @@ def test_preprocessing_config_is_read_from_the_model(tmp_path):
     np.testing.assert_allclose(clf([colour]), clf([grey]), atol=1e-5)
     mirrored = colour.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     np.testing.assert_allclose(clf([colour]), clf([mirrored]), atol=1e-5)
-
-
-def test_int8_option_stays_close_to_fp32(tiny_model):
-    crops = faces(6)
-    fp32 = LocalClassifier(str(tiny_model), "cpu", "float32")(crops)
-    int8 = LocalClassifier(str(tiny_model), "cpu", "int8")
-    assert int8.loaded.dtype == torch.qint8
-    assert isinstance(int8.loaded.model.classifier, torch.ao.nn.quantized.dynamic.Linear)
-    np.testing.assert_allclose(int8(crops), fp32, atol=0.1)
 
 
 def test_unknown_dtype_is_a_clear_error(tiny_model):

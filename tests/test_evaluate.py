@@ -15,8 +15,12 @@ A, D, H, S = (LABELS.index(x) for x in ("angry", "disgust", "happy", "sad"))
 def test_metrics_by_hand():
     # truth: 3 angry, 2 happy, 1 sad; predictions: angry angry happy | happy sad | (no face)
     truth = np.array([A, A, A, H, H, S])
-    pred = np.array([A, A, H, H, S, -1])
-    m = metrics(truth, pred)
+    pred = [A, A, H, H, S, -1]
+    probs = np.zeros((6, 7))
+    for i, p in enumerate(pred[:5]):
+        probs[i, p] = 0.8  # confident 0.8 on every face: 3 right of 5
+        probs[i, (p + 1) % 7] = 0.2
+    m = metrics(truth, probs)
     assert m["n"] == 6 and m["no_face"] == 1
     assert m["accuracy"] == pytest.approx(3 / 6)
     # angry: P=2/2 R=2/3 F1=0.8; happy: P=1/2 R=1/2 F1=0.5; sad: P=0/1 R=0 F1=0
@@ -27,6 +31,8 @@ def test_metrics_by_hand():
     assert set(m["per_class"]) == {"angry", "happy", "sad"}  # absent classes are not averaged in
     confusion = np.array(m["confusion"])
     assert confusion[A, A] == 2 and confusion[A, H] == 1 and confusion[H, S] == 1 and confusion.sum() == 5
+    # One confidence bin holds the five faces: |3/5 right - 0.8 confidence|; the no-face row is left out.
+    assert m["ece"] == pytest.approx(0.2)
 
 
 def test_command_on_a_generated_folder(tiny_model, tmp_path, capsys):
@@ -51,10 +57,12 @@ def test_command_on_a_generated_folder(tiny_model, tmp_path, capsys):
     assert code == 0
     doc = json.loads(out.read_text())
     assert doc["n"] == 5 and doc["excluded"] == 1
-    assert {"accuracy", "macro_f1", "per_class", "confusion"} <= set(doc)
+    assert {"accuracy", "macro_f1", "per_class", "confusion", "ece"} <= set(doc)
+    assert 0 <= doc["ece"] <= 1
     assert np.array(doc["confusion"]).sum() == 5
     assert Image.open(out.with_suffix(".png")).size[0] > 300
-    assert "accuracy=" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "accuracy=" in printed and "ECE=" in printed
 
 
 def test_empty_folder_is_a_clear_error(tmp_path, capsys):

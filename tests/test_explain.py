@@ -1,11 +1,12 @@
 """Heatmaps must be faithful: hiding the hottest region hurts the prediction more than hiding a random one."""
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
-from emotion.classify import LocalClassifier
+from emotion.backends.local import LocalClassifier
 from emotion.crop import crop_faces
-from emotion.detect import detect_faces
+from emotion.detectors.mtcnn import MTCNNDetector
 from emotion.explain import explain
 from emotion.image import load_image
 from tests.conftest import photo
@@ -39,10 +40,10 @@ def masked(crop: Image.Image, x: int, y: int, k: int) -> Image.Image:
 
 def test_masking_the_hottest_region_lowers_the_prediction_more_than_random():
     clf = LocalClassifier("bundled", "cpu")
-    crops = []
+    crops, detect = [], MTCNNDetector(torch.device("cpu"))
     for name in PHOTOS:
         image = load_image(photo(name))
-        crops += crop_faces(image, [d.box for d in detect_faces(image)], 0.25)
+        crops += crop_faces(image, [d.box for d in detect(image)], 0.25)
     assert len(crops) >= 8
     heatmaps = explain(clf, crops)
     base = clf(crops)

@@ -29,8 +29,27 @@ def test_dima806_order_maps_onto_canonical_indices():
 
 
 def test_string_keys_from_json_configs_are_sorted_numerically():
-    id2label = {str(i): name for i, name in enumerate(LABELS)}
-    assert label_mapping(id2label) == list(range(7))
+    # Ids where string order ("10" < "11" < "2" < ...) and numeric order differ, given as JSON configs
+    # write them (string keys) and in neither order: only sorting by numeric id gives the right mapping.
+    ids = [2, 3, 5, 7, 10, 11, 13]
+    names = ["neutral", "happy", "sad", "fear", "angry", "surprise", "disgust"]
+    id2label = {str(i): n for i, n in sorted(zip(ids, names), key=lambda pair: str(pair[1]))}
+    expected = [LABELS.index(n) for n in names]
+    assert label_mapping(id2label) == expected == [6, 3, 4, 2, 0, 5, 1]
+    # The same labels with int keys, as transformers' config objects hold them.
+    assert label_mapping({i: n for i, n in zip(ids, names)}) == expected
+    # String order would have put ids 10, 11, 13 first.
+    assert label_mapping(dict(sorted(id2label.items()))) == expected
+
+
+def test_labels_of_a_model_with_ten_or_more_outputs_are_read_in_numeric_order():
+    # A FER+-style head with 12 outputs is refused; the message lists its labels by numeric id.
+    names = [*LABELS, "contempt", "unknown", "not_face", "other", "extra"]
+    id2label = {str(i): n for i, n in reversed(list(enumerate(names)))}
+    with pytest.raises(ModelError) as info:
+        label_mapping(id2label)
+    assert str(names) in str(info.value)
+    assert "unknown label(s) ['contempt', 'unknown', 'not_face', 'other', 'extra']" in str(info.value)
 
 
 @pytest.mark.parametrize(

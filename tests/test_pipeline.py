@@ -70,8 +70,8 @@ def test_env_sets_the_default_model(monkeypatch, tiny_model):
 
 
 def test_batch_classifies_all_faces_of_all_photos_in_one_forward(tiny_model, monkeypatch):
-    from emotion.classify import LocalClassifier
-    from emotion.pipeline import analyze_batch
+    from emotion.backends.local import LocalClassifier
+    from emotion.pipeline import Pipeline
 
     batches, progress = [], []
     forward = LocalClassifier.forward
@@ -83,7 +83,9 @@ def test_batch_classifies_all_faces_of_all_photos_in_one_forward(tiny_model, mon
         photo("noface_pen.jpg"),
         photo("codait_bryan.png"),
     ]
-    batch = analyze_batch(photos, model=str(tiny_model), progress=lambda done, total: progress.append((done, total)))
+    batch = Pipeline().analyze_many(
+        photos, model=str(tiny_model), progress=lambda done, total: progress.append((done, total))
+    )
     assert batches == [5]
     assert [len(r.faces) for _, r in batch.results] == [3, 1, 0, 1]
     assert [name for name, _ in batch.results][-1] == "codait_bryan.png (5)"  # same name, kept apart

@@ -2,7 +2,7 @@ import pytest
 
 from emotion.labels import LABELS
 from emotion.results import Analysis, Face
-from emotion.track import FaceTracker, iou
+from emotion.serving.track import FaceTracker, iou
 
 
 def face(box, label: str, p: float = 0.9) -> Face:
@@ -48,7 +48,7 @@ def test_new_faces_get_new_ids_and_lost_tracks_expire():
 
 
 def test_frames_that_waited_in_the_queue_are_dropped():
-    from emotion.track import LiveSession
+    from emotion.serving.track import LiveSession
 
     session = LiveSession(FaceTracker())
     assert not session.stale(10.0)  # nothing analysed yet

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from emotion.classify import LocalClassifier
-from emotion.train import main
+from emotion.backends.local import LocalClassifier
+from emotion.training.train import main
 from tests.conftest import FER, photo
 
 
@@ -36,10 +36,17 @@ def small_fer(tmp_path):
 TINY = [
     "--batch-size",
     "16",
-    "--stem-channels",
+    "--stem-width",
+    "8",
+    "--stage-channels",
     "8",
     "16",
-    "32",
+    "--stage-blocks",
+    "1",
+    "1",
+    "--stage-strides",
+    "2",
+    "2",
     "--hidden-size",
     "32",
     "--layers",
@@ -48,6 +55,8 @@ TINY = [
     "2",
     "--intermediate-size",
     "64",
+    "--warmup-epochs",
+    "1",
 ]
 
 
@@ -63,11 +72,22 @@ def test_one_tiny_epoch_writes_a_loadable_model_and_resumes(small_fer, tmp_path)
         "--out",
         str(out),
         *TINY,
+        # One tiny teacher: the student is distilled from it, as the bundled model is from three.
+        "--teachers",
+        "1",
+        "--teacher-epochs",
+        "1",
+        "--teacher-width",
+        "4",
     ]
     main([*common, "--epochs", "1"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["publictest"]["n"] == 14 and 0 <= metrics["publictest"]["accuracy"] <= 1
-    assert metrics["command"].startswith("python -m emotion.train --data")
+    assert len(metrics["teachers"]) == 1 and metrics["teacher_ensemble_publictest"]["n"] == 14
+    assert 0 <= metrics["publictest"]["ece"] <= 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["emotion_calibration"]["temperature"] == metrics["temperature"]
+    assert metrics["command"].startswith("python -m emotion.training --data")
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "preprocessor_config.json"}
     assert json.loads((out / "config.json").read_text())["id2label"]["3"] == "happy"
     probs = LocalClassifier(str(out), "cpu")([Image.open(photo("codait_bryan.png"))])
@@ -80,7 +100,9 @@ def test_one_tiny_epoch_writes_a_loadable_model_and_resumes(small_fer, tmp_path)
 
 def test_fine_tuning_starts_from_a_model_folder(small_fer, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
-    common = ["--data", str(small_fer), "--pack", str(tmp_path / "pack.npz"), *TINY, "--epochs", "1"]
+    common = [
+        "--data", str(small_fer), "--pack", str(tmp_path / "pack.npz"), *TINY, "--epochs", "1", "--teachers", "0"
+    ]
     main([*common, "--state", str(tmp_path / "s1"), "--out", str(first)])
     main([*common, "--state", str(tmp_path / "s2"), "--out", str(second), "--init", str(first), "--lr", "0"])
     # With a learning rate of 0 the weights stay those of the first model (batch-norm statistics aside).

@@ -116,3 +116,16 @@ def _scores(answer, model: str) -> np.ndarray:
     if scores.sum() <= 0:
         raise malformed
     return scores / scores.sum()
+
+
+def build(model: str, settings, token: str | None = None) -> RemoteClassifier:
+    from emotion.backends.local import is_hub_id
+    from emotion.errors import InputError
+    from emotion.settings import BUNDLED
+
+    model = (model or "").strip() or settings.remote_model
+    if model == BUNDLED:
+        raise InputError("The bundled model runs only locally: pick a hub model for the remote backend.")
+    if not is_hub_id(model):
+        raise InputError(f"'{model}' is not a Hugging Face model id like 'owner/model-name'.")
+    return RemoteClassifier(model, token, settings.remote_timeout, settings.remote_workers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -55,13 +56,19 @@ def to_csv(named: list[tuple[str, Analysis]]) -> str:
 
 
 def write_exports(named: list[tuple[str, Analysis]], folder: Path, max_age_s: float = 3600) -> list[Path]:
-    """Write results.json and results.csv into a fresh sub-folder; sub-folders older than ``max_age_s`` go."""
+    """Write results.json and results.csv into a fresh sub-folder; sub-folders older than ``max_age_s`` go.
+
+    Requests clean up concurrently: a folder another request removed first is simply gone, never an error.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    now = time.time()
     for old in folder.iterdir():
-        if old.is_dir() and time.time() - old.stat().st_mtime > max_age_s:
-            for f in old.iterdir():
-                f.unlink(missing_ok=True)
-            old.rmdir()
+        try:
+            expired = old.is_dir() and now - old.stat().st_mtime > max_age_s
+        except FileNotFoundError:
+            continue
+        if expired:
+            shutil.rmtree(old, ignore_errors=True)
     target = folder / uuid.uuid4().hex
     target.mkdir()
     paths = [target / "results.json", target / "results.csv"]

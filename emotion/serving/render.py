@@ -114,6 +114,15 @@ def heatmap_overlay(crop: Image.Image, heat, size: int = 224) -> Image.Image:
     return overlay.resize((size, size), Image.BILINEAR)
 
 
+def heatmap_gallery(result: Analysis) -> list[tuple[Image.Image, str]]:
+    """(overlay, caption) for every face of an analysis that carries a heatmap."""
+    return [
+        (heatmap_overlay(result.image.crop(f.crop_box), f.heatmap), f"{i}: {f.label}")
+        for i, f in enumerate(result.faces, start=1)
+        if f.heatmap is not None and result.image is not None
+    ]
+
+
 def batch_table_rows(named: list[tuple[str, Analysis]]) -> list[list]:
     return [[name, *row] for name, result in named for row in table_rows(result)]
 

@@ -42,19 +42,19 @@ class FaceTracker:
 
     def update(self, result: Analysis) -> Analysis:
         """The frame's analysis with each face's scores replaced by its track's smoothed scores."""
+        from scipy.optimize import linear_sum_assignment
+
         faces = list(result.faces)
-        pairs = sorted(
-            ((iou(t.box, f.box), ti, fi) for ti, t in enumerate(self.tracks) for fi, f in enumerate(faces)),
-            reverse=True,
-        )
+        overlap = np.zeros((len(self.tracks), len(faces)))
+        for ti, track in enumerate(self.tracks):
+            for fi, face in enumerate(faces):
+                overlap[ti, fi] = iou(track.box, face.box)
         matched_tracks, face_track = set(), {}
-        for overlap, ti, fi in pairs:  # greedy: best overlaps first
-            if overlap < self.min_iou:
-                break
-            if ti in matched_tracks or fi in face_track:
-                continue
-            matched_tracks.add(ti)
-            face_track[fi] = self.tracks[ti]
+        # The assignment with the largest total overlap; pairs that barely overlap stay apart.
+        for ti, fi in zip(*linear_sum_assignment(overlap, maximize=True)):
+            if overlap[ti, fi] >= self.min_iou:
+                matched_tracks.add(ti)
+                face_track[fi] = self.tracks[ti]
         for ti, track in enumerate(self.tracks):
             if ti not in matched_tracks:
                 track.missed += 1

@@ -1,0 +1,1 @@
+"""Helpers for user interfaces: drawing results, export files, tracking faces across frames."""
