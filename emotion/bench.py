@@ -273,7 +273,6 @@ def table(report: dict) -> str:
         lines.append(
             f"{r['model']:<14}{r['faces']:>6}{r['seed_loop_faces_per_s']:>12.1f}"
             f"{r['batched_faces_per_s']:>10.1f}{r['speedup']:>8.2f}x"
-
         )
     if report.get("options"):
         lines.append("\nclassify options (ViT-B/16, CPU)")

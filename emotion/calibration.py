@@ -69,8 +69,9 @@ def folder_logits(folder: Path, items: list[tuple[Path, int]], batch_size: int =
 def main(argv: list[str] | None = None) -> int:
     from emotion.evaluate import find_images
 
-    parser = argparse.ArgumentParser(prog="python -m emotion.calibration", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m emotion.calibration", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model", type=Path, help="a local model folder (its config.json is updated)")
     parser.add_argument("data", type=Path, help="validation images in one sub-folder per emotion")
     parser.add_argument("--name", default="", help="what the data is, stored beside the temperature")

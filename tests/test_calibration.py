@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from emotion.calibration import ece, fit_temperature, main, view_probs
 from emotion.backends.local import LocalClassifier
+from emotion.calibration import ece, fit_temperature, main, view_probs
 
 
 def test_ece_by_hand():
@@ -41,7 +41,9 @@ def test_command_stores_the_temperature_and_the_classifier_applies_it(tiny_model
     for label in ("angry", "happy", "sad"):
         (tmp_path / "data" / label).mkdir(parents=True)
         for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "data" / label / f"{i}.png")
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+                tmp_path / "data" / label / f"{i}.png"
+            )
     face = Image.open(tmp_path / "data" / "angry" / "0.png")
     before = LocalClassifier(str(folder), "cpu")([face])[0]
     assert main([str(folder), str(tmp_path / "data"), "--name", "test faces"]) == 0

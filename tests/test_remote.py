@@ -14,13 +14,11 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx2
 import numpy as np
 import pytest
 from huggingface_hub import constants
-from huggingface_hub.inference._providers import PROVIDERS
+from huggingface_hub.inference._providers import PROVIDERS, hf_inference
 from huggingface_hub.inference._providers import _common as providers_common
-from huggingface_hub.inference._providers import hf_inference
 from PIL import Image
 
 import emotion
@@ -186,18 +184,7 @@ def test_whole_pipeline_through_remote(hub, caplog):
         ("test/not-emotions", "not a list of emotion labels"),
         ("test/bad-score", "not a list of emotion labels"),
         ("test/empty", "not a list of emotion labels"),
-        pytest.param(
-            "test/dict",
-            "not a list of emotion labels",
-            # The real client raises ValueError ("Invalid input data ... Expected a list") for a 200 answer
-            # that is not a list; remote.py catches every ValueError as "no inference provider".
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="remote.py reports a non-list 200 answer (ValueError from parse_obj_as_list) "
-                "as 'No Inference Provider serves'",
-            ),
-        ),
+        ("test/dict", "not a list of emotion labels"),
     ],
     ids=lambda v: v.removeprefix("test/") if v.startswith("test/") else None,
 )
@@ -223,12 +210,6 @@ def test_offline_mode_has_its_own_message(hub, monkeypatch):
     assert hub == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=httpx2.ConnectError,
-    reason="the real client raises httpx2.ConnectError (not an OSError) when the Hub cannot be reached; "
-    "remote.py does not catch it",
-)
 def test_unreachable_hub_has_its_own_message(hub, monkeypatch):
     """No network (or DNS failure, or nothing listening): the real client raises httpx2.ConnectError."""
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens there

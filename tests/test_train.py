@@ -100,9 +100,7 @@ def test_one_tiny_epoch_writes_a_loadable_model_and_resumes(small_fer, tmp_path)
 
 def test_fine_tuning_starts_from_a_model_folder(small_fer, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
-    common = [
-        "--data", str(small_fer), "--pack", str(tmp_path / "pack.npz"), *TINY, "--epochs", "1", "--teachers", "0"
-    ]
+    common = ["--data", str(small_fer), "--pack", str(tmp_path / "pack.npz"), *TINY, "--epochs", "1", "--teachers", "0"]
     main([*common, "--state", str(tmp_path / "s1"), "--out", str(first)])
     main([*common, "--state", str(tmp_path / "s2"), "--out", str(second), "--init", str(first), "--lr", "0"])
     # With a learning rate of 0 the weights stay those of the first model (batch-norm statistics aside).

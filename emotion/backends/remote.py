@@ -8,11 +8,13 @@ There is no silent fallback to the local model.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx2
 import numpy as np
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
@@ -62,13 +64,19 @@ class RemoteClassifier:
             raise _http_error(exc, self.name) from None
         except TimeoutError:
             raise RemoteError(f"The request to the Inference API for '{self.name}' timed out. Try again.") from None
-        except (ValueError, StopIteration):
-            # huggingface_hub raises these when no inference provider serves the model.
+        except json.JSONDecodeError:
+            raise _malformed(self.name) from None
+        except (ValueError, StopIteration) as exc:
+            # huggingface_hub raises ValueError when a 200 answer is not a list (parse_obj_as_list) ...
+            if "Invalid input data" in str(exc):
+                raise _malformed(self.name) from None
+            # ... and these when no inference provider serves the model.
             raise RemoteError(
                 f"No Inference Provider serves '{self.name}' for image classification. Choose another model "
                 "or use the local backend."
             ) from None
-        except OSError:
+        except (OSError, httpx2.TransportError):
+            # huggingface_hub 2.x talks through httpx2, whose connection errors are not OSErrors.
             raise RemoteError(
                 "Could not reach the Hugging Face Inference API (no network connection?). "
                 "Use the local backend offline."
@@ -93,12 +101,16 @@ def _http_error(exc: HfHubHTTPError, model: str) -> RemoteError:
     return RemoteError(f"The Inference API refused the request for '{model}' (HTTP {status}).")
 
 
-def _scores(answer, model: str) -> np.ndarray:
-    """Map an image_classification answer onto the 7 labels, summing to 1."""
-    malformed = RemoteError(
+def _malformed(model: str) -> RemoteError:
+    return RemoteError(
         f"The Inference API sent an answer for '{model}' that is not a list of emotion labels with scores; "
         "this model may not be a facial-emotion classifier."
     )
+
+
+def _scores(answer, model: str) -> np.ndarray:
+    """Map an image_classification answer onto the 7 labels, summing to 1."""
+    malformed = _malformed(model)
     if not isinstance(answer, (list, tuple)) or not answer:
         raise malformed
     scores = np.zeros(len(LABELS))

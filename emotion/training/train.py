@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from emotion.training import fer
 from emotion.calibration import ece, fit_temperature, view_probs
 from emotion.labels import LABELS
+from emotion.training import fer
 
 log = logging.getLogger(__name__)
 
