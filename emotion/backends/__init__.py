@@ -30,10 +30,6 @@ _MODULES = {
 }
 
 
-def names() -> tuple[str, ...]:
-    return tuple(_MODULES)
-
-
 def get_backend(name: str, model: str, settings, token: str | None = None) -> Backend:
     if name not in _MODULES:
         raise InputError(f"Unknown backend '{name}': use {' or '.join(repr(n) for n in _MODULES)}.")
