@@ -44,6 +44,12 @@ def above(scores: dict[str, float], threshold: float) -> tuple[str, ...]:
     return tuple(k for k in sorted(scores, key=scores.get, reverse=True) if scores[k] >= threshold)
 
 
+def is_uncertain(scores: dict[str, float], settings: Settings) -> bool:
+    """A weak answer: a low top probability, or a close second."""
+    first, second = sorted(scores.values(), reverse=True)[:2]
+    return first < settings.uncertain_below or first - second < settings.uncertain_margin
+
+
 def check_threshold(threshold, settings: Settings) -> float:
     if threshold is None:
         return settings.threshold
@@ -153,6 +159,7 @@ class Pipeline:
                         det.landmarks,
                         crop_box=box,
                         heatmap=heat,
+                        uncertain=is_uncertain(scores, settings),
                     )
                 )
             start += len(detections)

@@ -19,6 +19,7 @@ class Face:
     landmarks: tuple[tuple[float, float], ...] = ()
     crop_box: tuple[int, int, int, int] | None = None  # the square region that was classified
     heatmap: np.ndarray | None = field(default=None, compare=False, repr=False)  # over crop_box, 0..1
+    uncertain: bool = False  # a weak answer: see Settings.uncertain_below and uncertain_margin
 
     @property
     def label(self) -> str:
@@ -35,6 +36,7 @@ class Face:
             "label": self.label,
             "scores": {k: self.scores[k] for k in LABELS},
             "above_threshold": list(self.above_threshold),
+            "uncertain": self.uncertain,
         }
 
 

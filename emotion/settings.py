@@ -34,6 +34,10 @@ class Settings:
     dtype: str = field(default_factory=lambda: os.environ.get("EMOTION_DTYPE", "auto"))
     detector: str = "mtcnn"  # a name from emotion.detectors
     threshold: float = 0.3  # emotions at or above this probability are listed besides the top one
+    # A face is "uncertain" when its top probability is below this, or leads the second by less than
+    # uncertain_margin: the bundled model is calibrated, so 0.5 means "wrong about half the time".
+    uncertain_below: float = 0.5
+    uncertain_margin: float = 0.1
     margin: float = 0.25  # square crop side = face side * (1 + margin): brows, chin and jaw carry expression
     min_face_size: int = 20  # px; MTCNN finds nothing smaller
     min_detection_score: float = 0.9  # MTCNN's face probability below which a box is dropped

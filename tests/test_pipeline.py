@@ -22,6 +22,8 @@ def check_schema(doc: dict, n_faces: int):
         assert abs(sum(face["scores"].values()) - 1) < 1e-5
         assert face["label"] == max(face["scores"], key=face["scores"].get)
         assert all(face["scores"][k] >= 0.3 for k in face["above_threshold"])
+        top, second = sorted(face["scores"].values(), reverse=True)[:2]
+        assert face["uncertain"] is (top < 0.5 or top - second < 0.1)
     xs = [f["box"][0] for f in doc["faces"]]
     assert xs == sorted(xs), "faces are ordered left to right"
 
@@ -94,3 +96,13 @@ def test_batch_classifies_all_faces_of_all_photos_in_one_forward(tiny_model, mon
     single = emotion.analyze(photo("nasa_apollo11_crew.jpg"), model=str(tiny_model))
     for a, b in zip(single.faces, batch.results[0][1].faces):
         assert a.box == b.box and all(abs(a.scores[k] - b.scores[k]) < 1e-4 for k in LABELS)
+
+
+def test_uncertain_follows_the_settings(tiny_model):
+    image = photo("nasa_apollo11_crew.jpg")
+    faces = emotion.analyze(image, model=str(tiny_model)).faces
+    top = max(face.confidence for face in faces)
+    strict = Settings(uncertain_below=min(1.0, top + 1e-3), uncertain_margin=0.0)  # every face below the bar
+    assert all(face.uncertain for face in emotion.analyze(image, model=str(tiny_model), settings=strict).faces)
+    lenient = Settings(uncertain_below=0.0, uncertain_margin=0.0)
+    assert not any(face.uncertain for face in emotion.analyze(image, model=str(tiny_model), settings=lenient).faces)
