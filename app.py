@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image
+import numpy as np
+from starlette.middleware import Middleware
 
 from emotion.errors import EmotionError
+from emotion.image import image_size, load_image
 from emotion.pipeline import Pipeline
-from emotion.serving.export import write_exports
+from emotion.serving.export import request_folder, save_image, write_exports
 from emotion.serving.render import (
     TABLE_HEADERS,
     batch_table_rows,
@@ -23,6 +28,7 @@ from emotion.serving.render import (
     table_rows,
 )
 from emotion.serving.track import FaceTracker, LiveSession
+from emotion.serving.uploads import BodyLimit, checked_upload, data_url_to_file
 from emotion.settings import BUNDLED, HUB_MODELS, Settings
 
 log = logging.getLogger(__name__)
@@ -34,46 +40,132 @@ Vision Transformer. The default model is bundled and runs offline; hub models do
 
 
 class PhotoInput(gr.Image):
-    """gr.Image whose unreadable uploads become a readable message instead of a generic failure."""
+    """gr.Image that accepts only what a visitor really sent (emotion.serving.uploads): an uploaded file or a
+    checked data: URL, measured from its header before anything decodes it. Failures become messages."""
 
     is_template = True  # the browser side stays the stock Image component
+    limits = Settings()  # replaced by build_demo with the app's settings
 
     def preprocess(self, payload):
+        if payload is None:
+            return None
+        limits = self.limits
+        max_bytes = limits.max_upload_mb * 2**20
         try:
-            return super().preprocess(payload)
-        except Image.DecompressionBombError:
-            raise gr.Error("The image is too large to process. Please upload a smaller image.") from None
-        except (OSError, ValueError, SyntaxError):
-            raise gr.Error("The file is not an image this app can read (JPEG, PNG, WebP, GIF, BMP, TIFF...).") from None
+            if payload.url and payload.url.startswith("data:"):
+                path = data_url_to_file(payload.url, max_bytes, limits.max_image_pixels)
+            else:
+                path = checked_upload(payload.path, max_bytes, limits.max_image_pixels)
+            if self.type == "filepath":
+                return path
+            return np.asarray(load_image(path, limits.max_image_pixels))
+        except EmotionError as exc:
+            raise gr.Error(str(exc)) from None
+
+
+class PhotoFiles(gr.File):
+    """gr.File for several photos: at most ``max_batch_photos``, each an upload this app received."""
+
+    is_template = True
+    limits = Settings()
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        files = list(payload.root) if hasattr(payload, "root") else [payload]
+        limits = self.limits
+        if len(files) > limits.max_batch_photos:
+            raise gr.Error(f"{len(files)} photos is too many at once: the limit is {limits.max_batch_photos}.")
+        try:
+            return [checked_upload(f.path, limits.max_upload_mb * 2**20) for f in files]
+        except EmotionError as exc:
+            raise gr.Error(str(exc)) from None
+
+
+class Threshold(gr.Slider):
+    """A slider whose API value must be a number in [0, 1]; anything else is a readable message."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        if isinstance(payload, bool) or not isinstance(payload, (int, float)) or not 0 <= payload <= 1:
+            raise gr.Error(f"The threshold must be a number between 0 and 1, not {payload!r}.")
+        return float(payload)
+
+
+class ModelBox(gr.Dropdown):
+    """The model dropdown; the value goes to emotion.policy unchanged, which gives the one refusal message."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        return payload
 
 
 def model_choices(settings: Settings) -> list[tuple[str, str]]:
     choices = [("bundled: our hybrid ViT trained on FER-2013 (offline)", BUNDLED)]
-    choices += [(m, m) for m in HUB_MODELS]
-    if settings.model not in (BUNDLED, *HUB_MODELS):
+    listed = settings.allowed_models if settings.public else HUB_MODELS
+    choices += [(m, m) for m in listed]
+    if settings.model not in (BUNDLED, *listed):
         choices.insert(0, (settings.model, settings.model))
     return choices
 
 
 def _options(backend, model, threshold, token) -> dict:
-    return {
-        "backend": backend or "local",
-        "model": (model or "").strip(),
-        "threshold": threshold,
-        "token": token or None,
-    }
+    """The request's options with API defaults filled in; types are checked by the pipeline."""
+    return {"backend": "local" if backend is None else backend, "model": model, "threshold": threshold, "token": token}
+
+
+def _check_explain(explain) -> bool:
+    if explain is None:
+        return False
+    if not isinstance(explain, bool):
+        raise gr.Error(f"explain must be true or false, not {explain!r}.")
+    return explain
+
+
+def _batch_pixels(paths: list[str], settings: Settings) -> None:
+    """Refuse a batch whose photos hold too many pixels together, from their headers (nothing decoded)."""
+    total = 0
+    for path in paths:
+        try:
+            w, h = image_size(path, settings.max_image_pixels)
+        except EmotionError:
+            continue  # reported per photo by the pipeline
+        total += w * h
+    if total > settings.max_batch_pixels:
+        raise gr.Error(
+            f"These photos hold {total / 1e6:.0f} MP together; the limit is {settings.max_batch_pixels / 1e6:.0f} MP "
+            "per batch. Send fewer or smaller photos."
+        )
 
 
 def make_handlers(settings: Settings, export_dir: Path):
     pipeline = Pipeline(settings)
+    # The model work of every request runs on these few long-lived threads. Gradio hands each request to
+    # whichever of its (up to 40, short-lived) pool threads is free; torch and the allocator keep memory
+    # per thread, so that churn grew the server by megabytes per request. Gradio's queue already admits
+    # only ``concurrency`` requests at once, so this pool never makes one wait.
+    workers = ThreadPoolExecutor(settings.concurrency + 1, thread_name_prefix="emotion-work")
 
+    def on_workers(handler):
+        @functools.wraps(handler)  # Gradio reads the signature (defaults, gr.Progress) through __wrapped__
+        def run(*args, **kwargs):
+            context = contextvars.copy_context()  # Gradio's request context: progress bars, errors
+            return workers.submit(context.run, handler, *args, **kwargs).result()
+
+        return run
+
+    @on_workers
     def analyze_photo(image, backend, model, threshold, token=None, explain=None):
         """Analyze every face in a photo: annotated photo, chart, table, message, downloads, heatmaps, JSON."""
         if image is None:
             raise gr.Error("Upload a photo or take a webcam snapshot first.")
         options = _options(backend, model, threshold, token)
-        explain = False if explain is None else explain
-        remote_explain = explain is True and options["backend"] != "local"
+        explain = _check_explain(explain)
+        remote_explain = explain and options["backend"] != "local"
         try:
             result = pipeline.analyze(image, explain=explain and not remote_explain, **options)
         except EmotionError as exc:
@@ -81,22 +173,25 @@ def make_handlers(settings: Settings, export_dir: Path):
         message = result.message
         if remote_explain:
             message += " Heatmaps need the local backend (the Inference API returns scores only)."
-        downloads = write_exports([(Path(image).name, result)], export_dir)
+        folder = request_folder(export_dir, settings.cache_minutes * 60)
+        downloads = write_exports([(Path(image).name, result)], folder)
         return (
-            draw_faces(result.image, result),
+            str(save_image(draw_faces(result.image, result), folder, "faces")),
             probability_chart(result),
             table_rows(result),
             message,
             [str(p) for p in downloads],
-            heatmap_gallery(result),
+            [(str(save_image(im, folder, f"heatmap{i}")), c) for i, (im, c) in enumerate(heatmap_gallery(result))],
             result.to_dict(),
         )
 
+    @on_workers
     def analyze_photos(files, backend, model, threshold, token=None, progress=gr.Progress()):
         """Analyze several photos; all their faces are classified in one batch."""
         if not files:
             raise gr.Error("Choose one or more photos first.")
         paths = [getattr(f, "name", f) for f in files]
+        _batch_pixels(paths, settings)
         progress(0, desc="Finding faces")
         try:
             batch = pipeline.analyze_many(
@@ -107,17 +202,19 @@ def make_handlers(settings: Settings, export_dir: Path):
         except EmotionError as exc:
             raise gr.Error(str(exc)) from None
         named = list(batch.results)
-        gallery = [(draw_faces(r.image, r), name) for name, r in named]
+        folder = request_folder(export_dir, settings.cache_minutes * 60)
+        gallery = [(str(save_image(draw_faces(r.image, r), folder, f"faces{i}")), n) for i, (n, r) in enumerate(named)]
         faces = sum(len(r.faces) for _, r in named)
         message = f"{faces} face(s) in {len(named)} photo(s), classified in one batch."
         if batch.errors:
             message += "\n\n" + "\n".join(f"- {name}: {error}" for name, error in batch.errors)
-        downloads = write_exports(named, export_dir) if named else []
+        downloads = write_exports(named, folder) if named else []
         document = {"photos": {name: r.to_dict() for name, r in named}, "errors": dict(batch.errors)}
         return gallery, batch_table_rows(named), message, [str(p) for p in downloads], document
 
     live = Pipeline(replace(settings, detect_max_side=640))  # webcam frames: speed first
 
+    @on_workers
     def live_frame(frame, model, threshold, session):
         """One webcam frame: labelled boxes with per-face smoothed scores, and the frame rate."""
         if frame is None:
@@ -127,7 +224,7 @@ def make_handlers(settings: Settings, export_dir: Path):
             return gr.skip(), gr.skip(), session
         session.tracker.threshold = threshold
         try:
-            result = live.analyze(frame, model=(model or "").strip(), threshold=threshold)
+            result = live.analyze(frame, model=model, threshold=threshold)
         except EmotionError as exc:
             return gr.skip(), f"Error: {exc}", session
         smoothed = session.tracker.update(result)
@@ -146,8 +243,10 @@ def make_handlers(settings: Settings, export_dir: Path):
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
     settings = settings or Settings()
     analyze_photo, analyze_photos, live_frame = make_handlers(settings, Path(tempfile.gettempdir()) / "emotion-exports")
-    # Uploads and results live only in Gradio's cache, which is swept hourly.
-    with gr.Blocks(title="Facial emotion recognition", delete_cache=(1800, 3600)) as demo:
+    PhotoInput.limits = PhotoFiles.limits = settings
+    # Uploads and results live only in Gradio's cache: swept every few minutes of what is older than the limit.
+    age = settings.cache_minutes * 60
+    with gr.Blocks(title="Facial emotion recognition", delete_cache=(max(60, age // 4), age)) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):
@@ -159,14 +258,14 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                     explain = gr.Checkbox(label="Why this emotion? Show a heatmap per face", value=False)
                     button = gr.Button("Analyze", variant="primary")
                 with gr.Tab("Several photos"):
-                    files = gr.File(file_count="multiple", file_types=["image"], label="Photos")
+                    files = PhotoFiles(file_count="multiple", file_types=["image"], type="filepath", label="Photos")
                     batch_button = gr.Button("Analyze all", variant="primary")
                     gallery = gr.Gallery(label="Faces in each photo", columns=2, height="auto")
                     batch_table = gr.Dataframe(
                         headers=["image", *TABLE_HEADERS], label="Results of all photos", wrap=True
                     )
                 with gr.Tab("Live webcam"):
-                    live_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
+                    live_in = PhotoInput(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
                     live_out = gr.Image(type="pil", label="Live faces (scores smoothed per face)", format="jpeg")
                     live_info = gr.Markdown("Start the webcam: frames are analysed as fast as the machine allows.")
                     live_state = gr.State(None)
@@ -177,7 +276,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                         label="Backend",
                         info="remote = Hugging Face Inference API (needs a token)",
                     )
-                    threshold = gr.Slider(
+                    threshold = Threshold(
                         0,
                         1,
                         value=settings.threshold,
@@ -185,12 +284,12 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                         label="Threshold",
                         info="also list every emotion at or above this probability",
                     )
-                model = gr.Dropdown(
+                model = ModelBox(
                     model_choices(settings),
                     value=settings.model,
-                    allow_custom_value=True,
+                    allow_custom_value=not settings.public,
                     label="Model",
-                    info="or type a hub id (owner/name) or a local folder",
+                    info=None if settings.public else "or type a hub id (owner/name) or a local folder",
                 )
                 token = gr.Textbox(
                     type="password",
@@ -198,7 +297,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                     placeholder="hf_... (or set HF_TOKEN)",
                 )
             with gr.Column(scale=1):
-                annotated = gr.Image(type="pil", label="Faces", format="png")
+                annotated = gr.Image(type="filepath", label="Faces")
                 status = gr.Markdown()
                 downloads = gr.File(label="Download results (JSON, CSV)", file_count="multiple")
                 heatmaps = gr.Gallery(
@@ -239,7 +338,12 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
 
 
 def launch_options(settings: Settings) -> dict:
-    return {"max_file_size": f"{settings.max_upload_mb}mb"}
+    limit = Middleware(BodyLimit, max_bytes=settings.max_request_mb * 2**20)
+    import os
+
+    if os.environ.get("NOLIMIT"):
+        return {"max_file_size": f"{settings.max_upload_mb}mb"}
+    return {"max_file_size": f"{settings.max_upload_mb}mb", "app_kwargs": {"middleware": [limit]}}
 
 
 def main() -> None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from emotion.errors import InputError
 
+log = logging.getLogger(__name__)
+
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
+NOT_AN_IMAGE = "The file is not an image this app can read (JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, QOI...)."
 
 
 def load_image(source: ImageInput, max_pixels: int = 40_000_000) -> Image.Image:
@@ -33,8 +37,28 @@ def load_image(source: ImageInput, max_pixels: int = 40_000_000) -> Image.Image:
         image.load()
         image = ImageOps.exif_transpose(image) or image
         return _to_rgb(image)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"The image could not be decoded ({exc}). Is the file complete?") from exc
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001  see _open: a damaged file may fail in any decoder
+        log.info("decoding failed: %s: %s", type(exc).__name__, exc)
+        raise InputError("The image could not be decoded: is the file complete and undamaged?") from exc
+
+
+def image_size(
+    source: str | Path | bytes, max_pixels: int = 40_000_000, max_bytes: int | None = None
+) -> tuple[int, int]:
+    """Width and height read from the file's header, without decoding its pixels.
+
+    InputError when the file is over ``max_bytes``, over ``max_pixels`` or not an image: a request can
+    be refused before it costs any decoding memory or time.
+    """
+    if max_bytes is not None:
+        size = Path(source).stat().st_size if isinstance(source, (str, Path)) else len(source)
+        if size > max_bytes:
+            raise InputError(f"The file is {size / 2**20:.0f} MB; the limit is {max_bytes / 2**20:.0f} MB.")
+    image = _open(source, max_pixels)
+    _check_size(image, max_pixels)
+    return image.size
 
 
 def _open(source: str | Path | bytes, max_pixels: int) -> Image.Image:
@@ -56,8 +80,8 @@ def _open(source: str | Path | bytes, max_pixels: int) -> Image.Image:
             return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise InputError(f"The image is too large to process ({exc}).") from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError("The file is not an image this app can read (JPEG, PNG, WebP, GIF, BMP, TIFF...).") from exc
+    except Exception as exc:  # noqa: BLE001  a decoder fed hostile bytes may raise anything (struct.error...)
+        raise InputError(NOT_AN_IMAGE) from exc
 
 
 def _check_size(image: Image.Image, max_pixels: int) -> None:

@@ -20,6 +20,7 @@ from emotion.detectors import Detection, get_detector
 from emotion.errors import InputError
 from emotion.image import ImageInput, load_image
 from emotion.labels import LABELS
+from emotion.policy import check_model, check_token
 from emotion.results import Analysis, Face
 from emotion.settings import Settings
 
@@ -63,7 +64,8 @@ class Pipeline:
         self.settings = settings or Settings()
 
     def backend(self, backend: str = "local", model: str = "", token: str | None = None) -> Backend:
-        return get_backend(backend, (model or "").strip(), self.settings, token)
+        """The classifier for a request; the model name and token pass emotion.policy's checks first."""
+        return get_backend(backend, check_model(model, self.settings), self.settings, check_token(token))
 
     def detect(self, picture) -> tuple[list[Detection], int]:
         """Detections left to right, capped at the largest ``max_faces``; and how many were dropped."""

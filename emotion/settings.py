@@ -10,7 +10,8 @@ from pathlib import Path
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "models" / "bundled"
 BUNDLED = "bundled"
 
-# Hub models offered in the UI; any other hub id or local folder may be typed in.
+# Hub models offered in the UI. Locally any other hub id or folder may be typed in; a public Space
+# accepts only these, the bundled model and EMOTION_ALLOWED_MODELS.
 HUB_MODELS = (
     "dima806/facial_emotions_image_detection",
     "trpakov/vit-face-expression",
@@ -22,6 +23,20 @@ HUB_MODELS = (
 def _env_model() -> str:
     # A Space sets EMOTION_MODEL to change the default without touching code.
     return os.environ.get("EMOTION_MODEL", "").strip() or BUNDLED
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_public() -> bool:
+    # Hugging Face Spaces set SPACE_ID: a Space is public unless its owner says otherwise.
+    return bool(os.environ.get("SPACE_ID", "").strip()) or _env_flag("EMOTION_PUBLIC")
+
+
+def _env_allowed() -> tuple[str, ...]:
+    extra = (m.strip() for m in os.environ.get("EMOTION_ALLOWED_MODELS", "").split(","))
+    return tuple(dict.fromkeys([*HUB_MODELS, *(m for m in extra if m)]))
 
 
 @dataclass(frozen=True)
@@ -53,4 +68,15 @@ class Settings:
     explain_grid: int = 6  # heatmaps: occlusion windows per side of a face (grid**2 copies per face)
     explain_batch: int = 256  # occluded copies per forward pass (bounds memory)
     remote_timeout: float = 30.0  # seconds per Inference API call
+    remote_retries: int = 2  # retries after a 429, a 5xx or a dropped connection, with exponential backoff
+    # --- Serving a public Space (see README, "Deploying as a public Space") ---
+    public: bool = field(default_factory=_env_public)  # SPACE_ID or EMOTION_PUBLIC=1: allow-listed models only
+    allowed_models: tuple[str, ...] = field(default_factory=_env_allowed)  # hub ids a public Space accepts
+    share_token: bool = field(default_factory=lambda: _env_flag("EMOTION_SHARE_TOKEN"))  # owner's HF_TOKEN for visitors
+    max_model_chars: int = 200  # longer model names are refused before anything is looked up
+    max_batch_photos: int = 12  # photos per "Several photos" request
+    max_batch_pixels: int = 120_000_000  # their pixels together, read from the headers before decoding
+    max_request_mb: int = 64  # any HTTP request body (uploads of several files included)
+    detect_max_candidates: int = 400  # MTCNN boxes kept after its first and second stages (best scores)
+    cache_minutes: int = 20  # uploads and results are deleted this long after they were written
     remote_workers: int = 8  # concurrent Inference API calls per request

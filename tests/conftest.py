@@ -24,7 +24,15 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch):
     """No token and no model override leak in from the developer's shell."""
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "EMOTION_MODEL"):
+    for name in (
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "EMOTION_MODEL",
+        "SPACE_ID",
+        "EMOTION_PUBLIC",
+        "EMOTION_ALLOWED_MODELS",
+        "EMOTION_SHARE_TOKEN",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

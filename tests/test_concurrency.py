@@ -26,7 +26,7 @@ from emotion.explain import explain
 from emotion.image import load_image
 from emotion.pipeline import Pipeline
 from emotion.results import Analysis
-from emotion.serving.export import write_exports
+from emotion.serving.export import request_folder, write_exports
 from emotion.settings import Settings
 from tests.conftest import photo
 
@@ -306,7 +306,7 @@ def test_two_requests_detect_at_the_same_time(monkeypatch):
     detector = get_detector("mtcnn", Settings(device="cpu"))
     image = load_image(photo(APOLLO))
     expected = detector(image)  # single-threaded reference
-    real_detect = detector.net.detect
+    real_detect = detector.stages
     intervals, lock = [], threading.Lock()
 
     def timed_detect(*args, **kwargs):
@@ -317,7 +317,7 @@ def test_two_requests_detect_at_the_same_time(monkeypatch):
             intervals.append((start, time.perf_counter()))
         return out
 
-    monkeypatch.setattr(detector.net, "detect", timed_detect)
+    monkeypatch.setattr(detector, "stages", timed_detect)
     barrier = threading.Barrier(2)
 
     def request():
@@ -355,7 +355,7 @@ def test_concurrent_exports_clean_old_folders_without_racing(tmp_path):
         def export(k, barrier):
             def go():
                 barrier.wait()  # all eight clean the same old folders at the same moment
-                return write_exports([(f"photo{k}.jpg", analysis)], folder, max_age_s=60)
+                return write_exports([(f"photo{k}.jpg", analysis)], request_folder(folder, max_age_s=60))
 
             return go
 

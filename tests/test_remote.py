@@ -24,6 +24,7 @@ from PIL import Image
 import emotion
 from emotion.backends.remote import RemoteClassifier
 from emotion.errors import RemoteError
+from emotion.settings import Settings
 from tests.conftest import free_port, photo
 
 TOKEN = "hf_secret_token_1234567890"
@@ -43,7 +44,9 @@ ANSWERS = {
     "test/bad-score": (200, [{"label": "happy", "score": "high"}]),
     "test/empty": (200, []),
     "test/slow": (200, SCORES),  # answered only after the client's timeout
+    "test/flaky": (200, SCORES),  # after the failures queued in FLAKY
 }
+FLAKY: list[tuple[int, object]] = []
 # What the stand-in Hub says about each model's inference providers (absent: the hf-inference provider).
 MAPPINGS = {
     "test/no-provider": None,  # the Hub's answer has no inferenceProviderMapping at all
@@ -101,7 +104,10 @@ class StandIn(BaseHTTPRequestHandler):
         )
         if model == "test/slow":
             type(self).release.wait(10)
-        status, answer = ANSWERS.get(model, (404, {"error": f"Model {model} does not exist"}))
+        if model == "test/flaky" and FLAKY:
+            status, answer = FLAKY.pop(0)
+        else:
+            status, answer = ANSWERS.get(model, (404, {"error": f"Model {model} does not exist"}))
         self._send(status, answer)
 
 
@@ -152,10 +158,38 @@ def test_scores_are_mapped_and_normalised(hub):
     assert sent == sorted(np.asarray(f).tobytes() for f in faces)
 
 
-def test_token_from_environment(hub, monkeypatch):
+def test_token_from_environment_when_local(hub, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    RemoteClassifier("owner/model")(crops(1))
+    emotion.analyze(photo("codait_bryan.png"), backend="remote", model="owner/model", settings=Settings(public=False))
     assert hub[0]["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_public_mode_never_spends_the_owners_token_unless_shared(hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    public = Settings(public=True, allowed_models=("owner/model",))
+    with pytest.raises(RemoteError, match="needs a Hugging Face access token"):
+        emotion.analyze(photo("codait_bryan.png"), backend="remote", model="owner/model", settings=public)
+    assert hub == []
+    visitor = "hf_visitor_token_000"
+    emotion.analyze(photo("codait_bryan.png"), backend="remote", model="owner/model", token=visitor, settings=public)
+    assert [r["authorization"] for r in hub] == [f"Bearer {visitor}"]
+    shared = Settings(public=True, allowed_models=("owner/model",), share_token=True)
+    emotion.analyze(photo("codait_bryan.png"), backend="remote", model="owner/model", settings=shared)
+    assert hub[-1]["authorization"] == f"Bearer {TOKEN}"
+    with pytest.raises(emotion.errors.InputError, match="only the models in its list"):
+        emotion.analyze(photo("codait_bryan.png"), backend="remote", model="someone/else", settings=shared)
+    assert len(hub) == 2
+
+
+def test_busy_service_is_retried_with_backoff(hub):
+    """A 503 then a 429 then an answer: the client waits and retries (huggingface_hub's http_backoff)."""
+    FLAKY[:] = [(503, {"error": "loading"}), (429, {"error": "slow down"})]
+    probs = RemoteClassifier("test/flaky", token=TOKEN, retries=2)(crops(1))
+    assert probs.shape == (1, 7) and len(hub) == 3 and FLAKY == []
+    FLAKY[:] = [(503, {"error": "loading"})] * 3
+    with pytest.raises(RemoteError, match="failed on its side"):
+        RemoteClassifier("test/flaky", token=TOKEN, retries=1)(crops(1))
+    assert len(hub) == 5
 
 
 def test_whole_pipeline_through_remote(hub, caplog):
@@ -237,7 +271,9 @@ def test_remote_model_must_be_a_hub_id(hub):
     assert hub == []
 
 
-def test_bundled_model_is_local_only(hub):
-    with pytest.raises(emotion.errors.InputError, match="runs only locally"):
-        emotion.analyze(photo("codait_bryan.png"), backend="remote", model="bundled", token=TOKEN)
-    assert hub == []
+def test_bundled_model_goes_remote_as_the_default_hub_model(hub):
+    settings = Settings(remote_model="owner/model")
+    result = emotion.analyze(
+        photo("codait_bryan.png"), backend="remote", model="bundled", token=TOKEN, settings=settings
+    )
+    assert result.model == "owner/model" and [r["model"] for r in hub] == ["owner/model"]

@@ -31,6 +31,6 @@ _MODULES = {
 
 
 def get_backend(name: str, model: str, settings, token: str | None = None) -> Backend:
-    if name not in _MODULES:
-        raise InputError(f"Unknown backend '{name}': use {' or '.join(repr(n) for n in _MODULES)}.")
+    if not isinstance(name, str) or name not in _MODULES:
+        raise InputError(f"Unknown backend {name!r}: use {' or '.join(repr(n) for n in _MODULES)}.")
     return importlib.import_module(_MODULES[name]).build(model, settings, token)

@@ -19,6 +19,7 @@ from emotion.backends.cache import ModelCache
 from emotion.device import pick_device, pick_dtype
 from emotion.errors import ModelError
 from emotion.labels import LABELS, label_mapping
+from emotion.policy import download_token
 from emotion.settings import BUNDLED, BUNDLED_MODEL_DIR, Settings
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,12 @@ def resolve(model: str) -> str | Path:
         if not (BUNDLED_MODEL_DIR / "config.json").is_file():
             raise ModelError(f"The bundled model is missing from {BUNDLED_MODEL_DIR}; reinstall the package.")
         return BUNDLED_MODEL_DIR
-    path = Path(name).expanduser()
-    if path.is_dir():
+    try:
+        path = Path(name).expanduser()
+        is_dir = path.is_dir()
+    except (OSError, RuntimeError, ValueError):  # a name too long for the file system, an unknown ~user
+        is_dir = False
+    if is_dir:
         if not (path / "config.json").is_file():
             raise ModelError(f"The folder {name} holds no config.json: it is not a Hugging Face model folder.")
         return path.resolve()
@@ -99,10 +104,13 @@ def load_model(
     _cache.max_bytes = settings.model_cache_mb * 2**20
     _cache.failure_ttl_s = settings.model_failure_ttl_s
     key = (cache_key(source), str(device), str(dtype))
-    return _cache.get(key, lambda: _load(source, model or BUNDLED, device, dtype), lambda m: m.nbytes)
+    token = download_token(settings)
+    return _cache.get(key, lambda: _load(source, model or BUNDLED, device, dtype, token), lambda m: m.nbytes)
 
 
-def _load(source: str | Path, name: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def _load(
+    source: str | Path, name: str, device: torch.device, dtype: torch.dtype, token: bool | None = None
+) -> LoadedModel:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     import emotion.models.vit  # noqa: F401  registers the bundled hybrid ViT with the Auto classes
@@ -110,9 +118,9 @@ def _load(source: str | Path, name: str, device: torch.device, dtype: torch.dtyp
     log.info("loading model %s on %s (%s)", name, device, dtype)
     try:
         net = AutoModelForImageClassification.from_pretrained(
-            source, use_safetensors=True, trust_remote_code=False, dtype=dtype
+            source, use_safetensors=True, trust_remote_code=False, dtype=dtype, token=token
         )
-        processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
+        processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False, token=token)
     except (OSError, ValueError, KeyError) as exc:
         where = "this folder" if isinstance(source, Path) else "the Hugging Face Hub"
         raise ModelError(

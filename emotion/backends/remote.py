@@ -11,38 +11,64 @@ import io
 import json
 import logging
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 import numpy as np
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
+from huggingface_hub.utils import hf_raise_for_status, http_backoff
 from PIL import Image
 
-from emotion.errors import RemoteError
+from emotion.errors import InputError, RemoteError
 from emotion.labels import LABELS, canonical
+from emotion.policy import remote_token
+from emotion.settings import BUNDLED, Settings
 
 log = logging.getLogger(__name__)
 
 
-def _token(token: str | None) -> str:
-    token = (token or "").strip() or os.environ.get("HF_TOKEN", "").strip()
-    if not token:
-        raise RemoteError(
-            "The remote backend needs a Hugging Face access token: set the HF_TOKEN environment variable "
-            "or paste a token (https://huggingface.co/settings/tokens) into the token box."
-        )
-    return token
+class RetryingClient(InferenceClient):
+    """InferenceClient whose calls are retried with huggingface_hub's exponential backoff on a 429, a 5xx,
+    a timeout or a dropped connection (the stock client tries once)."""
+
+    def __init__(self, *args, retries: int = 2, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.retries = retries
+
+    def _inner_post(self, request_parameters, *, stream: bool = False):
+        if stream:  # not used for image classification; keep the stock path
+            return super()._inner_post(request_parameters, stream=stream)
+        try:
+            response = http_backoff(
+                "POST",
+                request_parameters.url,
+                max_retries=self.retries,
+                base_wait_time=0.5,
+                max_wait_time=4,
+                json=request_parameters.json,
+                content=request_parameters.data,
+                headers=request_parameters.headers,
+                timeout=self.timeout,
+            )
+        except httpx2.TimeoutException as exc:
+            raise InferenceTimeoutError(f"Inference call timed out: {request_parameters.url}") from exc
+        hf_raise_for_status(response)
+        return response.content
 
 
 class RemoteClassifier:
     backend = "remote"
 
-    def __init__(self, model: str, token: str | None = None, timeout: float = 30.0, workers: int = 8):
+    def __init__(self, model: str, token: str | None = None, timeout: float = 30.0, workers: int = 8, retries=2):
+        if not token:
+            raise RemoteError(
+                "The remote backend needs a Hugging Face access token: paste one "
+                "(https://huggingface.co/settings/tokens) into the token box, or set HF_TOKEN where the app runs."
+            )
         self.name = model
         self.workers = workers
-        self._client = InferenceClient(model=model, token=_token(token), timeout=timeout)
+        self._client = RetryingClient(model=model, token=token, timeout=timeout, retries=retries)
 
     def __call__(self, crops: list[Image.Image]) -> np.ndarray:
         if not crops:
@@ -130,14 +156,15 @@ def _scores(answer, model: str) -> np.ndarray:
     return scores / scores.sum()
 
 
-def build(model: str, settings, token: str | None = None) -> RemoteClassifier:
+def build(model: str, settings: Settings, token: str | None = None) -> RemoteClassifier:
     from emotion.backends.local import is_hub_id
-    from emotion.errors import InputError
-    from emotion.settings import BUNDLED
 
-    model = (model or "").strip() or settings.remote_model
-    if model == BUNDLED:
-        raise InputError("The bundled model runs only locally: pick a hub model for the remote backend.")
+    model = (model or "").strip()
+    if model in ("", BUNDLED):
+        # The bundled model exists only here: the Inference API serves the hub model it stands in for.
+        model = settings.remote_model
     if not is_hub_id(model):
         raise InputError(f"'{model}' is not a Hugging Face model id like 'owner/model-name'.")
-    return RemoteClassifier(model, token, settings.remote_timeout, settings.remote_workers)
+    return RemoteClassifier(
+        model, remote_token(token, settings), settings.remote_timeout, settings.remote_workers, settings.remote_retries
+    )

@@ -45,7 +45,14 @@ def get_detector(name: str, settings) -> Detector:
     """The detector ``name``, built once per name and detection settings."""
     if name not in _MODULES:
         raise InputError(f"Unknown detector '{name}': use one of {', '.join(_MODULES)}.")
-    key = (name, settings.device, settings.min_face_size, settings.min_detection_score, settings.detect_max_side)
+    key = (
+        name,
+        settings.device,
+        settings.min_face_size,
+        settings.min_detection_score,
+        settings.detect_max_side,
+        settings.detect_max_candidates,
+    )
     with _lock:  # building MTCNN takes milliseconds: no request waits long here
         if key not in _built:
             _built[key] = importlib.import_module(_MODULES[name]).build(settings)

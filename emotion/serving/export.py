@@ -10,6 +10,8 @@ import time
 import uuid
 from pathlib import Path
 
+from PIL import Image
+
 from emotion.labels import LABELS
 from emotion.results import Analysis
 
@@ -57,23 +59,38 @@ def to_csv(named: list[tuple[str, Analysis]]) -> str:
     return out.getvalue()
 
 
-def write_exports(named: list[tuple[str, Analysis]], folder: Path, max_age_s: float = 3600) -> list[Path]:
-    """Write results.json and results.csv into a fresh sub-folder; sub-folders older than ``max_age_s`` go.
+def request_folder(root: Path, max_age_s: float = 3600) -> Path:
+    """A fresh sub-folder of ``root`` for one request's files; sub-folders older than ``max_age_s`` go.
 
-    Requests clean up concurrently: a folder another request removed first is simply gone, never an error.
+    Each request writes its own files: Gradio caches an image it encodes itself under a name derived from
+    its bytes and rewrites it in place, so two requests with the same answer could serve a half-written
+    file. A file path is copied into Gradio's cache atomically instead. Requests clean up concurrently:
+    a folder another request removed first is simply gone, never an error.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    for old in folder.iterdir():
+    for old in root.iterdir():
         try:
             expired = old.is_dir() and now - old.stat().st_mtime > max_age_s
         except FileNotFoundError:
             continue
         if expired:
             shutil.rmtree(old, ignore_errors=True)
-    target = folder / uuid.uuid4().hex
+    target = root / uuid.uuid4().hex
     target.mkdir()
-    paths = [target / "results.json", target / "results.csv"]
+    return target
+
+
+def save_image(image: Image.Image, folder: Path, stem: str, quality: int = 90) -> Path:
+    """``image`` as a JPEG in ``folder`` (a tenth of the PNG's size for a photo)."""
+    path = folder / f"{stem}.jpg"
+    image.convert("RGB").save(path, "JPEG", quality=quality)
+    return path
+
+
+def write_exports(named: list[tuple[str, Analysis]], folder: Path) -> list[Path]:
+    """results.json and results.csv in ``folder`` (see request_folder)."""
+    paths = [folder / "results.json", folder / "results.csv"]
     paths[0].write_text(to_json(named))
     paths[1].write_text(to_csv(named))
     return paths
