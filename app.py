@@ -44,7 +44,7 @@ class PhotoInput(gr.Image):
     checked data: URL, measured from its header before anything decodes it. Failures become messages."""
 
     is_template = True  # the browser side stays the stock Image component
-    limits = Settings()  # replaced by build_demo with the app's settings
+    limits = Settings()  # build_demo gives each instance the app's own settings
 
     def preprocess(self, payload):
         if payload is None:
@@ -83,16 +83,13 @@ class PhotoFiles(gr.File):
 
 
 class Threshold(gr.Slider):
-    """A slider whose API value must be a number in [0, 1]; anything else is a readable message."""
+    """The threshold slider; its API value goes to the pipeline unchanged, whose check gives the message
+    (the stock slider fails with a generic error on a string)."""
 
     is_template = True
 
     def preprocess(self, payload):
-        if payload is None:
-            return None
-        if isinstance(payload, bool) or not isinstance(payload, (int, float)) or not 0 <= payload <= 1:
-            raise gr.Error(f"The threshold must be a number between 0 and 1, not {payload!r}.")
-        return float(payload)
+        return payload
 
 
 class ModelBox(gr.Dropdown):
@@ -243,7 +240,6 @@ def make_handlers(settings: Settings, export_dir: Path):
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
     settings = settings or Settings()
     analyze_photo, analyze_photos, live_frame = make_handlers(settings, Path(tempfile.gettempdir()) / "emotion-exports")
-    PhotoInput.limits = PhotoFiles.limits = settings
     # Uploads and results live only in Gradio's cache: swept every few minutes of what is older than the limit.
     age = settings.cache_minutes * 60
     with gr.Blocks(title="Facial emotion recognition", delete_cache=(max(60, age // 4), age)) as demo:
@@ -266,6 +262,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                     )
                 with gr.Tab("Live webcam"):
                     live_in = PhotoInput(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
+                    image.limits = files.limits = live_in.limits = settings
                     live_out = gr.Image(type="pil", label="Live faces (scores smoothed per face)", format="jpeg")
                     live_info = gr.Markdown("Start the webcam: frames are analysed as fast as the machine allows.")
                     live_state = gr.State(None)

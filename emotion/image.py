@@ -30,7 +30,7 @@ def load_image(source: ImageInput, max_pixels: int = 40_000_000) -> Image.Image:
     if isinstance(source, Image.Image):
         image = source
     else:
-        image = _open(source, max_pixels)
+        image = _open(source)
     _check_size(image, max_pixels)
     try:
         image.seek(0)  # first frame of an animation
@@ -47,37 +47,59 @@ def load_image(source: ImageInput, max_pixels: int = 40_000_000) -> Image.Image:
 def image_size(
     source: str | Path | bytes, max_pixels: int = 40_000_000, max_bytes: int | None = None
 ) -> tuple[int, int]:
-    """Width and height read from the file's header, without decoding its pixels.
+    """Width and height read from the file's header, without decoding its pixels (nor reading them).
 
     InputError when the file is over ``max_bytes``, over ``max_pixels`` or not an image: a request can
     be refused before it costs any decoding memory or time.
     """
+    if isinstance(source, (str, Path)):
+        path = _existing(source)
+        if max_bytes is not None:
+            _check_bytes(path.stat().st_size, max_bytes)
+        with open(path, "rb") as stream:
+            image = _from_stream(stream)
+            _check_size(image, max_pixels)
+            return image.size
     if max_bytes is not None:
-        size = Path(source).stat().st_size if isinstance(source, (str, Path)) else len(source)
-        if size > max_bytes:
-            raise InputError(f"The file is {size / 2**20:.0f} MB; the limit is {max_bytes / 2**20:.0f} MB.")
-    image = _open(source, max_pixels)
+        _check_bytes(len(source), max_bytes)
+    image = _open(source)
     _check_size(image, max_pixels)
     return image.size
 
 
-def _open(source: str | Path | bytes, max_pixels: int) -> Image.Image:
+def _existing(source: str | Path) -> Path:
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"No such image file: {path.name}")
+    if path.stat().st_size == 0:
+        raise InputError("The file is empty.")
+    return path
+
+
+def _check_bytes(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise InputError(f"The file is {size / 2**20:.0f} MB; the limit is {max_bytes / 2**20:.0f} MB.")
+
+
+def _open(source: str | Path | bytes) -> Image.Image:
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"No such image file: {path.name}")
-        data = path.read_bytes()
+        data = _existing(source).read_bytes()  # read once, so no file stays open behind a lazy image
     elif isinstance(source, (bytes, bytearray)):
         data = bytes(source)
     else:
         raise InputError(f"Cannot read an image from a {type(source).__name__}.")
     if not data:
         raise InputError("The file is empty.")
+    return _from_stream(io.BytesIO(data))
+
+
+def _from_stream(stream) -> Image.Image:
+    """PIL's lazy open: the header is parsed, the pixels are not decoded."""
     try:
         with warnings.catch_warnings():
             # Our own pixel limit is checked next; PIL's bomb check would only warn or raise later.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data))
+            return Image.open(stream)
     except Image.DecompressionBombError as exc:
         raise InputError(f"The image is too large to process ({exc}).") from exc
     except Exception as exc:  # noqa: BLE001  a decoder fed hostile bytes may raise anything (struct.error...)

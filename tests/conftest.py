@@ -83,19 +83,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(tiny_model):
-    """The real app on a free loopback port, with the tiny ViT as its default model."""
+def launch_app(settings):
+    """The real app (build_demo, launch_options as app.py uses them) on a free loopback port: (demo, url)."""
     from app import build_demo, launch_options
-    from emotion.settings import Settings
 
-    settings = Settings(model=str(tiny_model))
     demo = build_demo(settings)
     port = free_port()
     demo.launch(
         server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(settings)
     )
-    yield f"http://127.0.0.1:{port}/"
+    return demo, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model):
+    """The real app on a free loopback port, with the tiny ViT as its default model."""
+    from emotion.settings import Settings
+
+    demo, url = launch_app(Settings(model=str(tiny_model)))
+    yield url
     demo.close()
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from gradio_client import Client, handle_file
 
-from tests.conftest import free_port, photo
+from tests.conftest import launch_app, photo
 
 
 def hammer(url: str, callers: int, each: int, photos: list) -> tuple[list[float], list[str]]:
@@ -69,17 +69,11 @@ def test_eight_callers_ten_requests_each_no_errors_and_stable_memory(tiny_model)
 def test_forty_at_once_extras_are_turned_away_and_the_next_is_served_fast(tiny_model):
     """The default queue (2 at work, 32 waiting): a burst of 40 gets Gradio's queue-full message for the
     extras, every accepted request succeeds, and the server answers the next request within 2 s."""
-    from app import build_demo, launch_options
     from emotion.settings import Settings
 
     settings = Settings(model=str(tiny_model))
     assert (settings.concurrency, settings.queue_size) == (2, 32)
-    demo = build_demo(settings)
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(settings)
-    )
-    url = f"http://127.0.0.1:{port}/"
+    demo, url = launch_app(settings)
     try:
         clients = [Client(url, verbose=False) for _ in range(40)]
         image = handle_file(str(photo("pexels_sad_baby.jpeg")))  # about half a second each: the queue fills

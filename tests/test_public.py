@@ -25,15 +25,15 @@ from PIL import Image
 
 from emotion.policy import PUBLIC_REFUSAL
 from emotion.serving.uploads import NOT_UPLOADED
-from tests.conftest import free_port, photo
+from tests.conftest import free_port, launch_app, photo
 
 OWNER_TOKEN = "hf_owner_secret_0123456789"
 
 
 @pytest.fixture(scope="module")
 def hub_requests():
-    """A stand-in Hub on loopback that knows no repository; it records what reaches it."""
-    seen: list[dict] = []
+    """A stand-in Hub on loopback that knows no repository; it records what reaches it (``.url``: where)."""
+    seen = Recorded()
 
     class Hub(BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -54,18 +54,18 @@ def hub_requests():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    patch = pytest.MonkeyPatch()
-    patch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
-    patch.setattr(constants, "HF_HUB_OFFLINE", False)
+    seen.url = f"http://127.0.0.1:{server.server_address[1]}"
     yield seen
-    patch.undo()
     server.shutdown()
 
 
+class Recorded(list):
+    url = ""
+
+
 @pytest.fixture(scope="module")
-def public(tiny_model, hub_requests):
+def public(tiny_model):
     """The app in public mode with small limits, so each attack is cheap to send."""
-    from app import build_demo, launch_options
     from emotion.settings import Settings
 
     settings = Settings(
@@ -80,12 +80,8 @@ def public(tiny_model, hub_requests):
         detect_max_candidates=40,
         max_faces=8,
     )
-    demo = build_demo(settings)
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(settings)
-    )
-    yield f"http://127.0.0.1:{port}/"
+    demo, url = launch_app(settings)
+    yield url
     demo.close()
 
 
@@ -143,7 +139,12 @@ def test_a_server_path_is_never_opened(public, tmp_path):
 # 2 and 7. Visitor-chosen models, and the model box as a file-system probe -------------------------------------
 
 
-def test_public_mode_refuses_typed_models_and_folders_before_any_lookup(public, hub_requests, tmp_path, tiny_model):
+def test_public_mode_refuses_typed_models_and_folders_before_any_lookup(public, tmp_path, tiny_model, monkeypatch):
+    import emotion.backends.local as local
+
+    looked_up = []  # every name that reached the model loader (a folder check or a Hub download)
+    real_resolve = local.resolve
+    monkeypatch.setattr(local, "resolve", lambda name: looked_up.append(name) or real_resolve(name))
     face = upload(public, photo("codait_bryan.png"))
     folder_with_model = tmp_path / "copy"
     shutil.copytree(tiny_model, folder_with_model)
@@ -158,10 +159,11 @@ def test_public_mode_refuses_typed_models_and_folders_before_any_lookup(public, 
         str(folder_with_model),
         str(Path(config["path"]).parent),
     ]
-    before = len(hub_requests)
     messages = {refused(public, "analyze", [face, *options(model=m)]) for m in probes}
     assert messages == {PUBLIC_REFUSAL}, "one message, which tells nothing about the server"
-    assert len(hub_requests) == before, "nothing was looked up on the Hub"
+    assert looked_up == [], "nothing was looked up: no folder, no Hub"
+    call(public, "analyze", [face, *options(model="owner/allowed")])  # the spy does see what passes
+    assert looked_up == ["owner/allowed"]
 
 
 DOWNLOAD = """
@@ -186,7 +188,7 @@ def test_downloads_carry_the_owners_token_only_locally_and_failures_are_remember
 
     from tests.conftest import ROOT
 
-    env = {**os.environ, "HF_ENDPOINT": constants.ENDPOINT, "HF_HUB_OFFLINE": "0", "HF_TOKEN": OWNER_TOKEN}
+    env = {**os.environ, "HF_ENDPOINT": hub_requests.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": OWNER_TOKEN}
     env["HF_HOME"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / f"hf-home-{mode}-{os.getpid()}")
     code = DOWNLOAD.replace("TOKEN", OWNER_TOKEN)
     counts = []
