@@ -1,4 +1,8 @@
-"""Gradio app: wires the `emotion` package into a web UI and the /analyze API. Nothing heavy at import."""
+"""Gradio app: wires the `emotion` package into a web UI, the API and an MCP server. Nothing heavy at import.
+
+Each tab owns its inputs and its results. The API endpoints (/analyze, /analyze_batch) are the same handlers
+the page uses, but the page's own events keep errors in the tab's status line instead of raising them.
+"""
 
 from __future__ import annotations
 
@@ -18,13 +22,17 @@ from starlette.middleware import Middleware
 from emotion.errors import EmotionError
 from emotion.image import image_size, load_image
 from emotion.pipeline import Pipeline
-from emotion.serving.export import request_folder, save_image, write_exports
+from emotion.serving.export import download_stem, request_folder, save_image, write_exports
 from emotion.serving.render import (
+    DISPLAY_SIDE,
     TABLE_HEADERS,
     batch_table_rows,
     draw_faces,
+    emotion_counts,
+    face_crops,
+    heat_legend_html,
     heatmap_gallery,
-    probability_chart,
+    status_text,
     table_rows,
 )
 from emotion.serving.track import FaceTracker, LiveSession
@@ -34,14 +42,29 @@ from emotion.settings import BUNDLED, HUB_MODELS, Settings
 log = logging.getLogger(__name__)
 
 INTRO = """# Facial emotion recognition
-Upload a photo or take a webcam snapshot. Every face is found (MTCNN), and all faces are
-classified together into **angry, disgust, fear, happy, sad, surprise, neutral** by a
-Vision Transformer. The default model is bundled and runs offline; hub models download on first use."""
+Upload a photo or take a webcam snapshot: every face is found and classified into **angry, disgust, fear,
+happy, sad, surprise or neutral** by a Vision Transformer. The bundled model runs offline on this server."""
+
+NOTICE = (
+    "A facial expression is not a feeling: these are guesses about how a face looks, not what a person feels. "
+    "Accuracy differs between people and conditions. Do not use them for decisions about people."
+)
+
+CSS = """
+.notice { font-size: 14px; }
+.status { min-height: 2.2em; font-size: 15px; }
+.status p { margin: 0; }
+.face-card { min-width: 150px !important; }
+.heat-legend { display: flex; align-items: center; gap: 8px; font-size: 14px; }
+#live-info, #live-info * { opacity: 1 !important; }  /* a streaming output is dimmed while "pending" */
+.heat-bar { display: inline-block; width: 180px; height: 12px; border-radius: 6px; }
+"""
 
 
 class PhotoInput(gr.Image):
     """gr.Image that accepts only what a visitor really sent (emotion.serving.uploads): an uploaded file or a
-    checked data: URL, measured from its header before anything decodes it. Failures become messages."""
+    checked data: URL, measured from its header before anything decodes it. A refused upload becomes an
+    EmotionError *value*, so the page can show it in the tab's status and the API can raise it."""
 
     is_template = True  # the browser side stays the stock Image component
     limits = Settings()  # build_demo gives each instance the app's own settings
@@ -60,7 +83,7 @@ class PhotoInput(gr.Image):
                 return path
             return np.asarray(load_image(path, limits.max_image_pixels))
         except EmotionError as exc:
-            raise gr.Error(str(exc)) from None
+            return exc
 
 
 class PhotoFiles(gr.File):
@@ -75,11 +98,11 @@ class PhotoFiles(gr.File):
         files = list(payload.root) if hasattr(payload, "root") else [payload]
         limits = self.limits
         if len(files) > limits.max_batch_photos:
-            raise gr.Error(f"{len(files)} photos is too many at once: the limit is {limits.max_batch_photos}.")
+            return EmotionError(f"{len(files)} photos is too many at once: the limit is {limits.max_batch_photos}.")
         try:
             return [checked_upload(f.path, limits.max_upload_mb * 2**20) for f in files]
         except EmotionError as exc:
-            raise gr.Error(str(exc)) from None
+            return exc
 
 
 class Threshold(gr.Slider):
@@ -119,8 +142,15 @@ def _check_explain(explain) -> bool:
     if explain is None:
         return False
     if not isinstance(explain, bool):
-        raise gr.Error(f"explain must be true or false, not {explain!r}.")
+        raise EmotionError(f"explain must be true or false, not {explain!r}.")
     return explain
+
+
+def _received(value):
+    """An input's value, or its refusal (PhotoInput/PhotoFiles hand refusals over as EmotionError values)."""
+    if isinstance(value, EmotionError):
+        raise value
+    return value
 
 
 def _batch_pixels(paths: list[str], settings: Settings) -> None:
@@ -133,10 +163,39 @@ def _batch_pixels(paths: list[str], settings: Settings) -> None:
             continue  # reported per photo by the pipeline
         total += w * h
     if total > settings.max_batch_pixels:
-        raise gr.Error(
+        raise EmotionError(
             f"These photos hold {total / 1e6:.0f} MP together; the limit is {settings.max_batch_pixels / 1e6:.0f} MP "
             "per batch. Send fewer or smaller photos."
         )
+
+
+def api_errors(handler):
+    """For API endpoints: an EmotionError becomes gr.Error, which the client raises with its message."""
+
+    @functools.wraps(handler)
+    def run(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except EmotionError as exc:
+            raise gr.Error(str(exc)) from None
+
+    return run
+
+
+def page_errors(handler, n_outputs: int, status_index: int):
+    """For the page: an EmotionError empties the tab's results and stays in its status line (and a toast)."""
+
+    @functools.wraps(handler)
+    def run(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except EmotionError as exc:
+            gr.Warning(str(exc))
+            outputs = [None] * n_outputs
+            outputs[status_index] = f"**Could not analyse this:** {exc}"
+            return tuple(outputs)
+
+    return run
 
 
 def make_handlers(settings: Settings, export_dir: Path):
@@ -156,58 +215,104 @@ def make_handlers(settings: Settings, export_dir: Path):
         return run
 
     @on_workers
-    def analyze_photo(image, backend, model, threshold, token=None, explain=None):
-        """Analyze every face in a photo: annotated photo, chart, table, message, downloads, heatmaps, JSON."""
+    def analyze_photo(
+        image: str,
+        backend: str = "local",
+        model: str = "",
+        threshold: float = settings.threshold,
+        token: str | None = None,
+        explain: bool = False,
+    ):
+        """Find every face in a photo and classify each into one of seven emotions: angry, disgust, fear,
+        happy, sad, surprise, neutral.
+
+        Args:
+            image: the photo (JPEG, PNG, WebP...), as an uploaded file or a URL.
+            backend: "local" (this server's model, the default) or "remote" (the Hugging Face Inference API).
+            model: "" for the default (the bundled model), or one of the model list's hub ids.
+            threshold: also list every emotion whose probability is at or above this number (0 to 1).
+            token: a Hugging Face token, only for the remote backend.
+            explain: true to add a heatmap per face showing which regions drove the prediction.
+
+        Returns:
+            The annotated photo, the face crops, a table, a status line, JSON and CSV downloads, the heatmaps,
+            and last a JSON document: {"faces": [{"box": [x1, y1, x2, y2], "label": the top emotion,
+            "scores": {each of the seven emotions: probability, summing to 1}, "above_threshold": [...],
+            "uncertain": true when the answer is weak}], "image_size": [width, height], "model", "backend",
+            "timing_ms", "message"}. Faces are ordered left to right.
+        """
+        start = time.perf_counter()
+        image = _received(image)
         if image is None:
-            raise gr.Error("Upload a photo or take a webcam snapshot first.")
+            raise EmotionError("Upload a photo or take a webcam snapshot first.")
         options = _options(backend, model, threshold, token)
         explain = _check_explain(explain)
         remote_explain = explain and options["backend"] != "local"
-        try:
-            result = pipeline.analyze(image, explain=explain and not remote_explain, **options)
-        except EmotionError as exc:
-            raise gr.Error(str(exc)) from None
-        message = result.message
-        if remote_explain:
-            message += " Heatmaps need the local backend (the Inference API returns scores only)."
+        result = pipeline.analyze(image, explain=explain and not remote_explain, **options)
+        stem = download_stem(Path(image).name)
         folder = request_folder(export_dir, settings.cache_minutes * 60)
-        downloads = write_exports([(Path(image).name, result)], folder)
-        return (
-            str(save_image(draw_faces(result.image, result), folder, "faces")),
-            probability_chart(result),
-            table_rows(result),
-            message,
-            [str(p) for p in downloads],
-            [(str(save_image(im, folder, f"heatmap{i}")), c) for i, (im, c) in enumerate(heatmap_gallery(result))],
-            result.to_dict(),
-        )
+        shown = save_image(draw_faces(result.image, result, max_side=DISPLAY_SIDE), folder, f"{stem}_faces")
+        full = save_image(draw_faces(result.image, result), folder, f"{stem}_faces_full")
+        downloads = [*write_exports([(Path(image).name, result)], folder, stem), full]
+        crops = [(str(save_image(im, folder, f"face{i}")), c) for i, (im, c) in enumerate(face_crops(result), 1)]
+        heatmaps = [(str(save_image(im, folder, f"heat{i}")), c) for i, (im, c) in enumerate(heatmap_gallery(result))]
+        status = status_text(result, time.perf_counter() - start)
+        if remote_explain:
+            status += "\n\nHeatmaps need the local backend (the Inference API returns scores only)."
+        if result.backend != "local":
+            status += f"\n\nClassified by the Inference API with `{result.model}`."
+        return str(shown), crops, table_rows(result), status, [str(p) for p in downloads], heatmaps, result.to_dict()
 
     @on_workers
-    def analyze_photos(files, backend, model, threshold, token=None, progress=gr.Progress()):
-        """Analyze several photos; all their faces are classified in one batch."""
+    def analyze_photos(
+        files, backend="local", model="", threshold=settings.threshold, token=None, progress=gr.Progress()
+    ):
+        """Analyze several photos at once; all their faces are classified together in one batch.
+
+        Args:
+            files: the photos, as uploaded files (at most 12).
+            backend: "local" or "remote" (the Hugging Face Inference API).
+            model: "" for the default model, or a hub id from the model list.
+            threshold: also list every emotion at or above this probability (0 to 1).
+            token: a Hugging Face token, only for the remote backend.
+
+        Returns:
+            Annotated photos, a table, a status line, downloads, and last {"photos": {name: the /analyze JSON
+            document}, "errors": {name: message}} over the seven emotions.
+        """
+        start = time.perf_counter()
+        files = _received(files)
         if not files:
-            raise gr.Error("Choose one or more photos first.")
+            raise EmotionError("Choose one or more photos first.")
         paths = [getattr(f, "name", f) for f in files]
         _batch_pixels(paths, settings)
         progress(0, desc="Finding faces")
-        try:
-            batch = pipeline.analyze_many(
-                paths,
-                **_options(backend, model, threshold, token),
-                progress=lambda done, total: progress(done / total, desc=f"Photo {done}/{total}"),
-            )
-        except EmotionError as exc:
-            raise gr.Error(str(exc)) from None
+        batch = pipeline.analyze_many(
+            paths,
+            **_options(backend, model, threshold, token),
+            progress=lambda done, total: progress(done / total, desc=f"Photo {done}/{total}"),
+        )
         named = list(batch.results)
         folder = request_folder(export_dir, settings.cache_minutes * 60)
-        gallery = [(str(save_image(draw_faces(r.image, r), folder, f"faces{i}")), n) for i, (n, r) in enumerate(named)]
+        gallery = [
+            (
+                str(save_image(draw_faces(r.image, r, max_side=DISPLAY_SIDE), folder, f"faces{i}")),
+                f"{name}: {emotion_counts(r.faces) or 'no face'}",
+            )
+            for i, (name, r) in enumerate(named)
+        ]
         faces = sum(len(r.faces) for _, r in named)
-        message = f"{faces} face(s) in {len(named)} photo(s), classified in one batch."
-        if batch.errors:
-            message += "\n\n" + "\n".join(f"- {name}: {error}" for name, error in batch.errors)
-        downloads = write_exports(named, folder) if named else []
+        lines = [
+            f"**{faces} face(s) in {len(named)} photo(s)**, classified in one batch · "
+            f"{time.perf_counter() - start:.2f} s"
+        ]
+        lines += [f"- {name}: no face found" for name, r in named if not r.faces]
+        lines += [f"- {name}: {error}" for name, error in batch.errors]
+        stem = f"{download_stem(named[0][0])}_and_{len(named) - 1}_more" if len(named) > 1 else None
+        stem = stem or (download_stem(named[0][0]) if named else "photos")
+        downloads = write_exports(named, folder, stem) if named else []
         document = {"photos": {name: r.to_dict() for name, r in named}, "errors": dict(batch.errors)}
-        return gallery, batch_table_rows(named), message, [str(p) for p in downloads], document
+        return gallery, batch_table_rows(named), "\n".join(lines), [str(p) for p in downloads], document
 
     live = Pipeline(replace(settings, detect_max_side=640))  # webcam frames: speed first
 
@@ -216,6 +321,8 @@ def make_handlers(settings: Settings, export_dir: Path):
         """One webcam frame: labelled boxes with per-face smoothed scores, and the frame rate."""
         if frame is None:
             return gr.skip(), gr.skip(), session
+        if isinstance(frame, EmotionError):
+            return gr.skip(), f"**Could not analyse this frame:** {frame}", session
         session = session or LiveSession(FaceTracker(threshold=threshold))
         if session.stale(time.perf_counter()):
             return gr.skip(), gr.skip(), session
@@ -223,18 +330,28 @@ def make_handlers(settings: Settings, export_dir: Path):
         try:
             result = live.analyze(frame, model=model, threshold=threshold)
         except EmotionError as exc:
-            return gr.skip(), f"Error: {exc}", session
+            return gr.skip(), f"**Could not analyse this frame:** {exc}", session
         smoothed = session.tracker.update(result)
         fps = session.tick(time.perf_counter())
+        n = len(smoothed.faces)
         info = (
-            f"**{fps:.1f} fps** · {len(smoothed.faces)} face(s) · {result.timing_ms['total']:.0f} ms per frame"
-            f" · {session.dropped} stale frame(s) dropped"
+            f"**{fps:.1f} frames/s** · {n} face{'s' if n != 1 else ''}"
+            f"{': ' + emotion_counts(smoothed.faces) if n else ''} · {result.timing_ms['total']:.0f} ms per frame"
+            f" · model: {result.model} (local)"
         )
+        if session.dropped:
+            info += f" · {session.dropped} frame{'s' if session.dropped != 1 else ''} skipped to keep up"
         annotated = draw_faces(result.image, smoothed)
         session.done = time.perf_counter()
         return annotated, info, session
 
     return analyze_photo, analyze_photos, live_frame
+
+
+def example_photos() -> list[str]:
+    # The multi-face crew portrait first: it shows what the app does with a group.
+    folder = Path(__file__).parent / "examples"
+    return sorted((str(p) for p in folder.glob("*.jpg")), key=lambda p: ("crew" not in p, p))
 
 
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
@@ -244,82 +361,164 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     age = settings.cache_minutes * 60
     with gr.Blocks(title="Facial emotion recognition", delete_cache=(max(60, age // 4), age)) as demo:
         gr.Markdown(INTRO)
-        with gr.Row():
-            with gr.Column(scale=1):
-                with gr.Tab("Photo"):
-                    # image_mode=None hands the original file to load_image (16-bit, CMYK, EXIF untouched).
-                    image = PhotoInput(
-                        type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"], label="Photo"
-                    )
-                    explain = gr.Checkbox(label="Why this emotion? Show a heatmap per face", value=False)
-                    button = gr.Button("Analyze", variant="primary")
-                with gr.Tab("Several photos"):
-                    files = PhotoFiles(file_count="multiple", file_types=["image"], type="filepath", label="Photos")
-                    batch_button = gr.Button("Analyze all", variant="primary")
-                    gallery = gr.Gallery(label="Faces in each photo", columns=2, height="auto")
-                    batch_table = gr.Dataframe(
-                        headers=["image", *TABLE_HEADERS], label="Results of all photos", wrap=True
-                    )
-                with gr.Tab("Live webcam"):
-                    live_in = PhotoInput(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
-                    image.limits = files.limits = live_in.limits = settings
-                    live_out = gr.Image(type="pil", label="Live faces (scores smoothed per face)", format="jpeg")
-                    live_info = gr.Markdown("Start the webcam: frames are analysed as fast as the machine allows.")
-                    live_state = gr.State(None)
-                with gr.Row():
-                    backend = gr.Radio(
-                        ["local", "remote"],
-                        value="local",
-                        label="Backend",
-                        info="remote = Hugging Face Inference API (needs a token)",
-                    )
-                    threshold = Threshold(
-                        0,
-                        1,
-                        value=settings.threshold,
-                        step=0.05,
-                        label="Threshold",
-                        info="also list every emotion at or above this probability",
-                    )
+        gr.Markdown(f"**Please note:** {NOTICE}", elem_classes="notice")
+        with gr.Accordion("Options: model, backend, threshold", open=False):
+            with gr.Row():
                 model = ModelBox(
                     model_choices(settings),
                     value=settings.model,
                     allow_custom_value=not settings.public,
                     label="Model",
                     info=None if settings.public else "or type a hub id (owner/name) or a local folder",
+                    min_width=260,
+                )
+                threshold = Threshold(
+                    0,
+                    1,
+                    value=settings.threshold,
+                    step=0.05,
+                    label="Threshold",
+                    info="also list every emotion at or above this probability",
+                    min_width=220,
+                )
+            with gr.Row():
+                backend = gr.Radio(
+                    ["local", "remote"],
+                    value="local",
+                    label="Backend",
+                    info=f"remote = Hugging Face Inference API; with the bundled model it uses {settings.remote_model}",
+                    min_width=220,
                 )
                 token = gr.Textbox(
                     type="password",
                     label="Hugging Face token (remote backend only)",
                     placeholder="hf_... (or set HF_TOKEN)",
+                    min_width=220,
                 )
-            with gr.Column(scale=1):
-                annotated = gr.Image(type="filepath", label="Faces")
-                status = gr.Markdown()
-                downloads = gr.File(label="Download results (JSON, CSV)", file_count="multiple")
-                heatmaps = gr.Gallery(
-                    label="Why this emotion? (red: regions that drove the prediction)", columns=4, height="auto"
-                )
-        chart = gr.Plot(label="Probabilities per face")
-        table = gr.Dataframe(headers=TABLE_HEADERS, label="Results", wrap=True)
-        result_json = gr.JSON(label="JSON")
-        examples = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.jpg"))
-        if examples:
-            gr.Examples(examples, inputs=image)
         controls = [backend, model, threshold, token]
-        button.click(
-            analyze_photo,
-            inputs=[image, *controls, explain],
-            outputs=[annotated, chart, table, status, downloads, heatmaps, result_json],
-            api_name="analyze",
+
+        with gr.Tab("Photo"):
+            with gr.Row():
+                with gr.Column(min_width=300):
+                    # image_mode=None hands the original file to load_image (16-bit, CMYK, EXIF untouched).
+                    image = PhotoInput(
+                        type="filepath",
+                        image_mode=None,
+                        sources=["upload", "webcam", "clipboard"],
+                        label="Photo",
+                        elem_id="photo-input",
+                    )
+                    explain = gr.Checkbox(label="Why this emotion? Show a heatmap per face", value=False)
+                    button = gr.Button("Analyze", variant="primary")
+                    examples_slot = gr.Column()
+                with gr.Column(min_width=300):
+                    status = gr.Markdown("Upload a photo, take a snapshot or pick an example.", elem_classes="status")
+                    annotated = gr.Image(type="filepath", label="Faces", format="jpeg", interactive=False)
+                    crops = gr.Gallery(label="Face crops", visible="hidden")
+                    heatmaps = gr.Gallery(label="Heatmaps", visible="hidden")
+                    cards_slot = gr.Column()
+            with gr.Accordion("Table, downloads and JSON", open=False):
+                table = gr.Dataframe(headers=TABLE_HEADERS, label="Faces", wrap=False)
+                downloads = gr.File(label="Downloads (JSON, CSV, full-size image)", file_count="multiple")
+                result_json = gr.JSON(label="JSON")
+
+        with gr.Tab("Several photos"):
+            with gr.Row():
+                with gr.Column(min_width=300):
+                    files = PhotoFiles(
+                        file_count="multiple",
+                        file_types=["image"],
+                        type="filepath",
+                        label="Photos",
+                        elem_id="several-files",
+                    )
+                    batch_button = gr.Button("Analyze all", variant="primary")
+                with gr.Column(min_width=300):
+                    batch_status = gr.Markdown("Choose up to 12 photos.", elem_classes="status")
+                    gallery = gr.Gallery(label="Faces in each photo", columns=2, height="auto", object_fit="contain")
+            batch_table = gr.Dataframe(headers=["image", *TABLE_HEADERS], label="All faces", wrap=False)
+            with gr.Accordion("Downloads and JSON", open=False):
+                batch_downloads = gr.File(label="Downloads (JSON, CSV)", file_count="multiple")
+                batch_json = gr.JSON(label="JSON")
+
+        with gr.Tab("Live webcam"):
+            gr.Markdown(
+                "Live analysis runs this server's **local** model (the one chosen in Options); the remote backend "
+                "is not used for live video. Boxes follow each face, with scores smoothed over a few frames."
+            )
+            with gr.Row():
+                with gr.Column(min_width=300):
+                    live_in = PhotoInput(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
+                with gr.Column(min_width=300):
+                    live_info = gr.Markdown(
+                        "Start the webcam: frames are analysed as fast as this server allows.", elem_id="live-info"
+                    )
+                    live_out = gr.Image(type="pil", label="Live faces", format="jpeg", interactive=False)
+            live_state = gr.State(None)
+        image.limits = files.limits = live_in.limits = settings
+
+        # --- Photo tab ---
+        photo_outputs = [annotated, crops, table, status, downloads, heatmaps, result_json]
+        photo_inputs = [image, *controls, explain]
+        show_photo = page_errors(analyze_photo, len(photo_outputs), 3)
+        cleared = [None, [], None, "Working...", None, [], None]
+        # The API endpoint: a trigger the page never fires, so API errors raise while the page's show them.
+        gr.Button(visible=False).click(
+            api_errors(analyze_photo), photo_inputs, photo_outputs, api_name="analyze", show_progress="hidden"
         )
-        batch_button.click(
-            analyze_photos,
-            inputs=[files, *controls],
-            outputs=[gallery, batch_table, status, downloads, result_json],
-            api_name="analyze_batch",
+        image.input(lambda: cleared, None, photo_outputs, queue=False, api_visibility="private").then(
+            lambda im, *rest: show_photo(im, *rest) if im is not None else (None, [], None, "", None, [], None),
+            photo_inputs,
+            photo_outputs,
+            api_visibility="private",
         )
-        # Frames that waited while another was analysed are dropped by LiveSession.stale, not worked through.
+        button.click(show_photo, photo_inputs, photo_outputs, api_visibility="private")
+        with examples_slot:
+            gr.Examples(
+                example_photos(),
+                inputs=image,
+                outputs=photo_outputs,
+                fn=lambda im: show_photo(im, "local", "", settings.threshold, None, False),
+                cache_examples=True,
+                cache_mode="lazy",
+                api_visibility="private",
+                label="Examples (click one)",
+            )
+
+        with cards_slot:  # one card per face: its crop (or crop | heatmap) and its top three scores
+
+            @gr.render(inputs=[crops, heatmaps, result_json], triggers=[result_json.change])
+            def face_cards(crop_items, heat_items, document):
+                faces = (document or {}).get("faces") or []
+                if not faces or not crop_items:
+                    return
+                if heat_items:
+                    gr.HTML(heat_legend_html())  # the colour scale of the overlays
+                with gr.Row(equal_height=False):
+                    for i, face in enumerate(faces):
+                        title = f"Face {i + 1}" + (" · uncertain" if face.get("uncertain") else "")
+                        with gr.Column(min_width=150, elem_classes="face-card"), gr.Group():
+                            crop = _gallery_path(crop_items[i]) if i < len(crop_items) else None
+                            if heat_items and i < len(heat_items):
+                                gr.ImageSlider((crop, _gallery_path(heat_items[i])), label=f"{title} | heatmap")
+                            else:
+                                gr.Image(crop, label=title, height=150, interactive=False, buttons=[])
+                            gr.Label(top_scores_of(face), num_top_classes=3, show_label=False)
+
+        # --- Several photos tab ---
+        batch_outputs = [gallery, batch_table, batch_status, batch_downloads, batch_json]
+        batch_inputs = [files, *controls]
+        gr.Button(visible=False).click(
+            api_errors(analyze_photos), batch_inputs, batch_outputs, api_name="analyze_batch", show_progress="hidden"
+        )
+        show_photos = page_errors(analyze_photos, len(batch_outputs), 2)
+        files.upload(
+            lambda: ([], None, "Working...", None, None), None, batch_outputs, queue=False, api_visibility="private"
+        ).then(show_photos, batch_inputs, batch_outputs, api_visibility="private")
+        files.clear(lambda: ([], None, "", None, None), None, batch_outputs, queue=False, api_visibility="private")
+        batch_button.click(show_photos, batch_inputs, batch_outputs, api_visibility="private")
+
+        # --- Live tab: frames that waited while another was analysed are dropped by LiveSession.stale ---
         live_in.stream(
             live_frame,
             inputs=[live_in, model, threshold, live_state],
@@ -328,19 +527,28 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             time_limit=300,
             trigger_mode="multiple",
             concurrency_limit=1,
-            api_name=False,
+            api_visibility="private",
+            show_progress="hidden",
         )
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     return demo
 
 
+def _gallery_path(item):
+    """A gallery item's file path, whatever shape Gradio hands it over in (tuple, dict, FileData)."""
+    item = item[0] if isinstance(item, (tuple, list)) else item
+    if isinstance(item, dict):
+        item = item.get("image", item).get("path") if isinstance(item.get("image", item), dict) else item.get("path")
+    return getattr(item, "path", item)
+
+
+def top_scores_of(face: dict) -> dict[str, float]:
+    return dict(sorted(face["scores"].items(), key=lambda kv: kv[1], reverse=True)[:3])
+
+
 def launch_options(settings: Settings) -> dict:
     limit = Middleware(BodyLimit, max_bytes=settings.max_request_mb * 2**20)
-    import os
-
-    if os.environ.get("NOLIMIT"):
-        return {"max_file_size": f"{settings.max_upload_mb}mb"}
-    return {"max_file_size": f"{settings.max_upload_mb}mb", "app_kwargs": {"middleware": [limit]}}
+    return {"max_file_size": f"{settings.max_upload_mb}mb", "app_kwargs": {"middleware": [limit]}, "css": CSS}
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
 """The real Gradio server, started here, called through gradio_client on /analyze."""
 
 import json
+from pathlib import Path
 
 import pytest
 from gradio_client import handle_file
+from PIL import Image
 
 from emotion.labels import LABELS
 from tests.conftest import photo
@@ -21,11 +23,23 @@ def test_analyze_apollo_through_the_api(client):
     doc = outputs[-1]
     check_schema(doc, 3)
     assert doc["backend"] == "local" and doc["image_size"] == [600, 471]
-    annotated, chart, table, message, downloads, heatmaps = outputs[:6]
+    annotated, crops, table, message, downloads, heatmaps = outputs[:6]
     assert heatmaps == []  # only on request
-    assert annotated and "Found 3 faces" in message
+    assert message.startswith("**3 faces: ") and " s" in message  # counts per emotion and the time taken
+    for label in {f["label"] for f in doc["faces"]}:
+        assert label in message
+    # The annotated photo at display size, a JPEG; face crops with their captions, left to right.
+    assert annotated.endswith("nasa_apollo11_crew_faces.jpg")
+    with Image.open(annotated) as shown:
+        assert shown.format == "JPEG" and max(shown.size) <= 1024
+    assert [c["caption"].split()[:2] for c in crops] == [[str(i), f["label"]] for i, f in enumerate(doc["faces"], 1)]
     assert [row[0] for row in table["data"]] == [1, 2, 3] and table["headers"][-7:] == list(LABELS)
-    json_file, csv_file = sorted(downloads, key=lambda p: p.endswith(".csv"))
+    # Downloads are named after the photo: JSON, CSV and the full-size annotated image.
+    names = sorted(Path(p).name for p in downloads)
+    assert names == ["nasa_apollo11_crew.csv", "nasa_apollo11_crew.json", "nasa_apollo11_crew_faces_full.jpg"]
+    json_file, csv_file = (next(p for p in downloads if p.endswith(ext)) for ext in (".json", ".csv"))
+    with Image.open(next(p for p in downloads if p.endswith(".jpg"))) as full:
+        assert full.size == (600, 471)
     exported = json.loads(open(json_file).read())
     assert [f["box"] for f in next(iter(exported.values()))["faces"]] == [f["box"] for f in doc["faces"]]
     assert len(open(csv_file).read().strip().splitlines()) == 4  # header + a row per face
@@ -65,6 +79,7 @@ def test_batch_of_photos_through_the_api(client, tmp_path):
     }
     assert "not an image" in doc["errors"]["broken.jpg"]
     assert "4 face(s) in 3 photo(s)" in message and "broken.jpg" in message
+    assert "noface_pen.jpg: no face found" in message
     assert len(gallery) == 3 and len(table["data"]) == 4 and len(downloads) == 2
     for d in doc["photos"].values():
         check_schema(d, len(d["faces"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import time
 import uuid
@@ -81,6 +82,12 @@ def request_folder(root: Path, max_age_s: float = 3600) -> Path:
     return target
 
 
+def download_stem(name: str) -> str:
+    """A file name stem for downloads made from ``name`` (an uploaded file's name): letters, digits, - and _."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(name).stem).strip("_")[:60]
+    return stem or "photo"
+
+
 def save_image(image: Image.Image, folder: Path, stem: str, quality: int = 90) -> Path:
     """``image`` as a JPEG in ``folder`` (a tenth of the PNG's size for a photo)."""
     path = folder / f"{stem}.jpg"
@@ -88,9 +95,9 @@ def save_image(image: Image.Image, folder: Path, stem: str, quality: int = 90) -
     return path
 
 
-def write_exports(named: list[tuple[str, Analysis]], folder: Path) -> list[Path]:
-    """results.json and results.csv in ``folder`` (see request_folder)."""
-    paths = [folder / "results.json", folder / "results.csv"]
+def write_exports(named: list[tuple[str, Analysis]], folder: Path, stem: str = "results") -> list[Path]:
+    """``stem``.json and ``stem``.csv in ``folder`` (see request_folder)."""
+    paths = [folder / f"{stem}.json", folder / f"{stem}.csv"]
     paths[0].write_text(to_json(named))
     paths[1].write_text(to_csv(named))
     return paths

@@ -1,15 +1,20 @@
-"""Drawing: labelled boxes on a copy of the photo, and a probability chart per face."""
+"""Pictures and texts for user interfaces: labelled boxes, face crops, heatmap overlays, status lines, tables.
+
+Everything here turns an Analysis into something a person reads; nothing here decides anything.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import lru_cache
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from emotion.labels import LABELS
-from emotion.results import Analysis
+from emotion.results import Analysis, Face
 
-# One colour per emotion, used for boxes and bars alike.
+# One colour per emotion, used for boxes and legends alike.
 COLORS = {
     "angry": "#e53935",
     "disgust": "#43a047",
@@ -21,6 +26,13 @@ COLORS = {
 }
 _DARK_TEXT = {"happy", "neutral", "surprise"}  # light fills get black text
 
+# Box labels are drawn into the picture, so their size on screen depends on how far the browser shrinks it.
+# A phone shows a picture about PHONE_CSS_WIDTH CSS px wide; sizing the text for that keeps it at least
+# LABEL_CSS_PX there, and larger on a desktop.
+PHONE_CSS_WIDTH = 350
+LABEL_CSS_PX = 13
+DISPLAY_SIDE = 1024  # the annotated picture shown in the page (the download keeps the full size)
+
 
 @lru_cache(maxsize=32)
 def _font(size: int):
@@ -30,35 +42,53 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def face_caption(index: int, face) -> str:
+def label_font_px(width: int) -> int:
+    """Text height in image pixels that renders at >= LABEL_CSS_PX when the picture fills a phone's width."""
+    return max(12, round(LABEL_CSS_PX * width / PHONE_CSS_WIDTH))
+
+
+def face_caption(index: int, face: Face) -> str:
+    """'1 happy 80%'; a weak answer is marked with '?': '2 sad? 34%'."""
     names = " + ".join(face.above_threshold) if len(face.above_threshold) > 1 else face.label
-    return f"{index} {names} {face.confidence:.0%}"
+    return f"{index} {names}{'?' if face.uncertain else ''} {face.confidence:.0%}"
 
 
-def draw_faces(image: Image.Image, result: Analysis, min_side: int = 512) -> Image.Image:
-    """A copy of ``image`` with each face's box, number, label and confidence.
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
-    Small images are enlarged first so the text stays legible; lines and text
-    scale with the image so they also read on a 4000-px photo.
-    """
-    scale = max(1.0, min_side / max(image.size))
+
+def draw_faces(
+    image: Image.Image,
+    result: Analysis,
+    min_side: int = 512,
+    max_side: int | None = None,
+    captions: list[str] | None = None,
+) -> Image.Image:
+    """A copy of ``image``, resized so its longer side is within [min_side, max_side], with each face's box,
+    number, label and confidence (or ``captions``). Uncertain faces get a thin box and a '?'."""
+    longest = max(image.size)
+    scale = max(1.0, min_side / longest)
+    if max_side and longest * scale > max_side:
+        scale = max_side / longest
     canvas = image.convert("RGB")
-    if scale > 1:
+    if scale != 1:
         canvas = canvas.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
     draw = ImageDraw.Draw(canvas)
-    short = min(canvas.size)
-    width = max(2, round(short / 250))
-    font = _font(max(12, round(short / 32)))
+    font = _font(label_font_px(canvas.width))
+    width = max(2, round(font.size / 7))
+    taken = []  # label rectangles already drawn: a label that would cover one goes below its box
     for i, face in enumerate(result.faces, start=1):
         color = COLORS[face.label]
         x1, y1, x2, y2 = (v * scale for v in face.box)
-        draw.rectangle((x1, y1, x2, y2), outline=color, width=width)
-        text = face_caption(i, face)
+        draw.rectangle((x1, y1, x2, y2), outline=color, width=max(1, width // 2) if face.uncertain else width)
+        text = captions[i - 1] if captions else face_caption(i, face)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = right - left + 2 * width, bottom - top + 2 * width
-        # Above the box when there is room, else inside its top edge; kept within the canvas.
-        ty = y1 - th if y1 - th >= 0 else y1
         tx = min(max(0, x1), max(0, canvas.width - tw))
+        ty = y1 - th if y1 - th >= 0 else y1  # above the box when there is room, else inside its top edge
+        if any(_overlaps((tx, ty, tx + tw, ty + th), r) for r in taken):
+            ty = min(y2, canvas.height - th)
+        taken.append((tx, ty, tx + tw, ty + th))
         draw.rectangle((tx, ty, tx + tw, ty + th), fill=color)
         draw.text(
             (tx + width - left, ty + width - top),
@@ -69,57 +99,92 @@ def draw_faces(image: Image.Image, result: Analysis, min_side: int = 512) -> Ima
     return canvas
 
 
-def probability_chart(result: Analysis, columns: int = 3):
-    """A matplotlib Figure: one horizontal bar chart of the seven probabilities per face."""
-    from matplotlib.figure import Figure  # no pyplot: no global state shared between requests
-
-    n = max(1, len(result.faces))
-    cols = min(columns, n)
-    rows = (n + cols - 1) // cols
-    fig = Figure(figsize=(3.6 * cols, 2.4 * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[len(result.faces) :]:
-        ax.axis("off")
-    if not result.faces:
-        axes[0].text(0.5, 0.5, "No face found", ha="center", va="center", fontsize=14)
-        return fig
-    for i, (ax, face) in enumerate(zip(axes, result.faces), start=1):
-        values = [face.scores[k] for k in LABELS]
-        ax.barh(LABELS, values, color=[COLORS[k] for k in LABELS])
-        ax.invert_yaxis()
-        ax.set_xlim(0, 1)
-        ax.set_title(f"Face {i}: {face.label} ({face.confidence:.0%})", fontsize=10)
-        ax.tick_params(labelsize=8)
-        for y, v in enumerate(values):
-            ax.text(min(v + 0.02, 0.85), y, f"{v:.0%}", va="center", fontsize=7)
-    return fig
-
-
-def table_rows(result: Analysis) -> list[list]:
-    """Rows for a results table: face number, label, confidence, above threshold, box, then all seven."""
+def face_crops(result: Analysis, size: int = 160) -> list[tuple[Image.Image, str]]:
+    """(the square region that was classified, caption) for every face, for a gallery of faces."""
+    if result.image is None:
+        return []
     return [
-        [i, f.label, round(f.confidence, 3), ", ".join(f.above_threshold), str(list(f.box))]
-        + [round(f.scores[k], 3) for k in LABELS]
+        (result.image.crop(f.crop_box or f.box).convert("RGB").resize((size, size), Image.BILINEAR), face_caption(i, f))
         for i, f in enumerate(result.faces, start=1)
     ]
 
 
-def heatmap_overlay(crop: Image.Image, heat, size: int = 224) -> Image.Image:
-    """The face crop with its relevance heatmap blended on top (red = drove the prediction)."""
-    import numpy as np
-    from matplotlib import colormaps
-
-    colored = (colormaps["jet"](np.asarray(heat, dtype=float))[..., :3] * 255).astype("uint8")
-    overlay = Image.blend(crop.convert("RGB"), Image.fromarray(colored).resize(crop.size), alpha=0.45)
-    return overlay.resize((size, size), Image.BILINEAR)
+def top_scores(face: Face, k: int = 3) -> dict[str, float]:
+    return dict(sorted(face.scores.items(), key=lambda kv: kv[1], reverse=True)[:k])
 
 
-def heatmap_gallery(result: Analysis) -> list[tuple[Image.Image, str]]:
+# The heatmap palette: cold regions stay see-through (the face shows), hot ones turn yellow, then red.
+HEAT_STOPS = ((0.0, (40, 40, 255)), (0.4, (0, 200, 255)), (0.7, (255, 230, 0)), (1.0, (255, 0, 0)))
+
+
+def _heat_colors(heat: np.ndarray) -> np.ndarray:
+    at = [s for s, _ in HEAT_STOPS]
+    return np.stack([np.interp(heat, at, [c[ch] for _, c in HEAT_STOPS]) for ch in range(3)], axis=-1)
+
+
+def heatmap_overlay(crop: Image.Image, heat, size: int = 320) -> Image.Image:
+    """The face crop with its relevance heatmap on top: opacity grows with relevance, so the face stays visible."""
+    face = np.asarray(crop.convert("RGB").resize((size, size), Image.BILINEAR), dtype=float)
+    heat = np.asarray(Image.fromarray(np.asarray(heat, dtype=np.float32)).resize((size, size), Image.BILINEAR))
+    heat = np.clip(heat, 0, 1)
+    alpha = (0.15 + 0.55 * heat)[..., None]
+    return Image.fromarray((face * (1 - alpha) + _heat_colors(heat) * alpha).astype("uint8"))
+
+
+def heat_legend_html() -> str:
+    """The colour scale of heatmap_overlay as a small HTML bar."""
+    stops = ", ".join(f"rgb{c} {s:.0%}" for s, c in HEAT_STOPS)
+    return (
+        '<div class="heat-legend"><span>low</span>'
+        f'<span class="heat-bar" style="background: linear-gradient(to right, {stops})"></span>'
+        "<span>high relevance</span></div>"
+    )
+
+
+def heatmap_gallery(result: Analysis, size: int = 320) -> list[tuple[Image.Image, str]]:
     """(overlay, caption) for every face of an analysis that carries a heatmap."""
     return [
-        (heatmap_overlay(result.image.crop(f.crop_box), f.heatmap), f"{i}: {f.label}")
+        (heatmap_overlay(result.image.crop(f.crop_box), f.heatmap, size), f"{i}: {f.label}")
         for i, f in enumerate(result.faces, start=1)
         if f.heatmap is not None and result.image is not None
+    ]
+
+
+def emotion_counts(faces) -> str:
+    """'2 happy, 1 neutral' (most frequent first)."""
+    counts = Counter(f.label for f in faces)
+    return ", ".join(f"{n} {label}" for label, n in counts.most_common())
+
+
+def status_text(result: Analysis, seconds: float) -> str:
+    """The one-line answer: faces per emotion, uncertain ones, skipped ones, and the time taken."""
+    n = len(result.faces)
+    if n == 0:
+        return (
+            f"**No face found** in this photo ({seconds:.2f} s). Try one where faces are larger, frontal and well lit."
+        )
+    text = f"**{n} face{'s' if n != 1 else ''}: {emotion_counts(result.faces)}** · {seconds:.2f} s"
+    unsure = sum(f.uncertain for f in result.faces)
+    if unsure:
+        text += f" · {unsure} uncertain (marked ?: a weak or close call)"
+    if result.faces_dropped:
+        text += f" · {result.faces_dropped} smaller face(s) skipped (limit {n} per photo)"
+    return text
+
+
+def table_rows(result: Analysis) -> list[list]:
+    """Rows for a results table: face number, label, confidence, uncertain, above threshold, box, then all seven."""
+    return [
+        [
+            i,
+            f.label,
+            round(f.confidence, 3),
+            "yes" if f.uncertain else "",
+            ", ".join(f.above_threshold),
+            str(list(f.box)),
+        ]
+        + [round(f.scores[k], 3) for k in LABELS]
+        for i, f in enumerate(result.faces, start=1)
     ]
 
 
@@ -127,4 +192,4 @@ def batch_table_rows(named: list[tuple[str, Analysis]]) -> list[list]:
     return [[name, *row] for name, result in named for row in table_rows(result)]
 
 
-TABLE_HEADERS = ["face", "label", "confidence", "above threshold", "box", *LABELS]
+TABLE_HEADERS = ["face", "label", "confidence", "uncertain", "above threshold", "box", *LABELS]
