@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import json
 import logging
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
@@ -314,6 +316,35 @@ def make_handlers(settings: Settings, export_dir: Path):
         document = {"photos": {name: r.to_dict() for name, r in named}, "errors": dict(batch.errors)}
         return gallery, batch_table_rows(named), "\n".join(lines), [str(p) for p in downloads], document
 
+    @on_workers
+    def emotions_in_photo(
+        image: str,
+        backend: str = "local",
+        model: str = "",
+        threshold: float = settings.threshold,
+        token: str | None = None,
+    ) -> str:
+        """Find every face in a photo and name its facial expression: one of seven emotions, angry, disgust,
+        fear, happy, sad, surprise or neutral. (An expression is not a feeling: do not decide about people.)
+
+        Args:
+            image: the photo (JPEG, PNG, WebP...), as a file upload, an http(s) URL or a data: URL.
+            backend: "local" (this server's model, the default) or "remote" (the Hugging Face Inference API).
+            model: "" for the default (the bundled model), or one of the model list's hub ids.
+            threshold: also list every emotion whose probability is at or above this number (0 to 1).
+            token: a Hugging Face token, only for the remote backend.
+
+        Returns:
+            JSON text: {"faces": [{"box": [x1, y1, x2, y2] in pixels, "label": the most likely emotion, "scores":
+            {each of the seven emotions: its probability; they sum to 1}, "above_threshold": [emotions at or above
+            the threshold, most likely first], "uncertain": true when the answer is weak}], "image_size": [width,
+            height], "model", "backend", "message"}. Faces are ordered left to right; no face gives "faces": [].
+        """
+        image = _received(image)
+        if image is None:
+            raise EmotionError("Send a photo.")
+        return json.dumps(pipeline.analyze(image, **_options(backend, model, threshold, token)).to_dict())
+
     live = Pipeline(replace(settings, detect_max_side=640))  # webcam frames: speed first
 
     @on_workers
@@ -345,7 +376,12 @@ def make_handlers(settings: Settings, export_dir: Path):
         session.done = time.perf_counter()
         return annotated, info, session
 
-    return analyze_photo, analyze_photos, live_frame
+    return SimpleNamespace(
+        analyze_photo=analyze_photo,
+        analyze_photos=analyze_photos,
+        emotions_in_photo=emotions_in_photo,
+        live_frame=live_frame,
+    )
 
 
 def example_photos() -> list[str]:
@@ -356,7 +392,8 @@ def example_photos() -> list[str]:
 
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
     settings = settings or Settings()
-    analyze_photo, analyze_photos, live_frame = make_handlers(settings, Path(tempfile.gettempdir()) / "emotion-exports")
+    handlers = make_handlers(settings, Path(tempfile.gettempdir()) / "emotion-exports")
+    analyze_photo, analyze_photos, live_frame = handlers.analyze_photo, handlers.analyze_photos, handlers.live_frame
     # Uploads and results live only in Gradio's cache: swept every few minutes of what is older than the limit.
     age = settings.cache_minutes * 60
     with gr.Blocks(title="Facial emotion recognition", delete_cache=(max(60, age // 4), age)) as demo:
@@ -505,6 +542,12 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                                 gr.Image(crop, label=title, height=150, interactive=False, buttons=[])
                             gr.Label(top_scores_of(face), num_top_classes=3, show_label=False)
 
+        # For agents (MCP) and scripts: the JSON document alone, as text.
+        photo_json = gr.Textbox(visible=False, label="JSON")
+        gr.Button(visible=False).click(
+            api_errors(handlers.emotions_in_photo), [image, *controls], photo_json, api_name="emotions"
+        )
+
         # --- Several photos tab ---
         batch_outputs = [gallery, batch_table, batch_status, batch_downloads, batch_json]
         batch_inputs = [files, *controls]
@@ -548,7 +591,12 @@ def top_scores_of(face: dict) -> dict[str, float]:
 
 def launch_options(settings: Settings) -> dict:
     limit = Middleware(BodyLimit, max_bytes=settings.max_request_mb * 2**20)
-    return {"max_file_size": f"{settings.max_upload_mb}mb", "app_kwargs": {"middleware": [limit]}, "css": CSS}
+    return {
+        "max_file_size": f"{settings.max_upload_mb}mb",
+        "app_kwargs": {"middleware": [limit]},
+        "css": CSS,
+        "mcp_server": True,  # /analyze and /analyze_batch as MCP tools, at /gradio_api/mcp/
+    }
 
 
 def main() -> None:

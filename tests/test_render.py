@@ -1,0 +1,60 @@
+"""What a person reads: captions, status lines, box labels and heatmap overlays."""
+
+import numpy as np
+from PIL import Image
+
+from emotion.labels import LABELS
+from emotion.results import Analysis, Face
+from emotion.serving.render import (
+    draw_faces,
+    face_caption,
+    heatmap_overlay,
+    label_font_px,
+    status_text,
+    table_rows,
+)
+
+
+def face(label: str, p: float, uncertain: bool = False, box=(10, 40, 60, 100)) -> Face:
+    rest = (1 - p) / 6
+    scores = {k: (p if k == label else rest) for k in LABELS}
+    return Face(box, 0.99, scores, (label,), uncertain=uncertain, crop_box=box)
+
+
+def test_an_uncertain_face_says_so_in_its_caption_table_and_status():
+    weak, strong = face("sad", 0.34, uncertain=True), face("happy", 0.9, box=(100, 40, 150, 100))
+    result = Analysis((weak, strong), "bundled", "local", (200, 150))
+    assert face_caption(1, weak) == "1 sad? 34%" and face_caption(2, strong) == "2 happy 90%"
+    assert [row[3] for row in table_rows(result)] == ["yes", ""]
+    text = status_text(result, 0.123)
+    assert text.startswith("**2 faces: 1 sad, 1 happy**") and "0.12 s" in text and "1 uncertain" in text
+
+
+def test_no_face_status():
+    assert "No face found" in status_text(Analysis((), "bundled", "local", (10, 10)), 0.05)
+
+
+def test_box_labels_grow_with_the_picture_so_a_phone_shows_them_at_11_css_px_or_more():
+    for width in (300, 600, 1024, 4000):
+        assert label_font_px(width) * 350 / width >= 11  # shrunk to a phone's 350 CSS px
+    image = Image.new("RGB", (3000, 2000), "white")
+    result = Analysis((face("happy", 0.9, box=(100, 400, 600, 1000)),), "bundled", "local", image.size)
+    shown = draw_faces(image, result, max_side=1024)
+    assert shown.size == (1024, 683)
+    # The label's fill spans at least the drawn text height above the box.
+    column = np.asarray(shown)[:, 40]
+    filled = np.where((column != 255).any(axis=1))[0]
+    assert len(filled) >= label_font_px(1024)
+
+
+def test_a_heatmap_overlay_keeps_the_face_visible_where_the_map_is_cold():
+    rng = np.random.default_rng(0)
+    crop = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    heat = np.zeros((64, 64))
+    heat[:16, :16] = 1.0
+    overlay = np.asarray(heatmap_overlay(crop, heat, size=64), dtype=float)
+    original = np.asarray(crop, dtype=float)
+    cold = np.corrcoef(overlay[32:, 32:].ravel(), original[32:, 32:].ravel())[0, 1]
+    assert cold > 0.95  # the face's own detail survives under a cold map
+    hot = overlay[2:14, 2:14].reshape(-1, 3).mean(0)
+    assert hot[0] > 150 and hot[2] < 120  # hot regions turn red
