@@ -39,7 +39,9 @@ from emotion.serving.render import (
 )
 from emotion.serving.track import FaceTracker, LiveSession
 from emotion.serving.uploads import BodyLimit, checked_upload, data_url_to_file
+from emotion.serving.video import SUMMARY_HEADERS, video_outputs
 from emotion.settings import BUNDLED, HUB_MODELS, Settings
+from emotion.video import analyze_video as analyze_video_core
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,22 @@ class PhotoFiles(gr.File):
             return EmotionError(f"{len(files)} photos is too many at once: the limit is {limits.max_batch_photos}.")
         try:
             return [checked_upload(f.path, limits.max_upload_mb * 2**20) for f in files]
+        except EmotionError as exc:
+            return exc
+
+
+class VideoInput(gr.Video):
+    """gr.Video that accepts only an upload this app received, within the video size limit; the file goes to
+    emotion.video as it is (no conversion). A refusal becomes an EmotionError value, as for photos."""
+
+    is_template = True
+    limits = Settings()
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        try:
+            return checked_upload(payload.path, self.limits.video_max_mb * 2**20)
         except EmotionError as exc:
             return exc
 
@@ -345,6 +363,86 @@ def make_handlers(settings: Settings, export_dir: Path):
             raise EmotionError("Send a photo.")
         return json.dumps(pipeline.analyze(image, **_options(backend, model, threshold, token)).to_dict())
 
+    @on_workers
+    def analyze_video(
+        video: str,
+        backend: str = "local",
+        model: str = "",
+        threshold: float = settings.threshold,
+        sample_fps: float = settings.video_sample_fps,
+        token: str | None = None,
+        progress=gr.Progress(),
+    ):
+        """Follow every face through a video and classify its expression, frame by frame, into seven emotions:
+        angry, disgust, fear, happy, sad, surprise, neutral.
+
+        Args:
+            video: the video file (MP4/H.264, WebM, MOV, AVI...), uploaded.
+            backend: "local" (this server's model, the default) or "remote" (the Hugging Face Inference API).
+            model: "" for the default (the bundled model), or one of the model list's hub ids.
+            threshold: emotions at or above this probability are plotted on the timeline (0 to 1).
+            sample_fps: frames analysed per second of video (default 5).
+            token: a Hugging Face token, only for the remote backend.
+
+        Returns:
+            The annotated video, the timeline, a summary per face, a status line, CSV and JSON downloads, and last
+            the JSON document: {"tracks": [{"id", "frames": [{"t": seconds, "box": [x1, y1, x2, y2], "label",
+            "scores": {the seven emotions}}], "summary": {"label", "share": {the seven emotions}}}], "fps",
+            "duration_s", "frames_analyzed", "model", "backend", "timing_ms"}.
+        """
+        video = _received(video)
+        if video is None:
+            raise EmotionError("Upload a video first.")
+        folder = request_folder(export_dir, settings.cache_minutes * 60)
+        progress(0, desc="Reading the video")
+        start = time.perf_counter()
+        outputs = list(
+            video_outputs(
+                pipeline,
+                video,
+                **_options(backend, model, threshold, token),
+                sample_fps=sample_fps,
+                folder=folder,
+                progress=lambda done, total: progress((done, total), desc="Analysing frames", unit="frames"),
+            )
+        )
+        outputs[3] = f"{outputs[3]} · {time.perf_counter() - start:.1f} s"
+        return tuple(outputs)
+
+    @on_workers
+    def emotions_in_video(
+        video: str,
+        backend: str = "local",
+        model: str = "",
+        threshold: float = settings.threshold,
+        sample_fps: float = settings.video_sample_fps,
+        token: str | None = None,
+    ) -> str:
+        """Follow every face through a video and name its facial expression over time: one of seven emotions,
+        angry, disgust, fear, happy, sad, surprise or neutral. (An expression is not a feeling.)
+
+        Args:
+            video: the video (MP4/H.264, WebM, MOV, AVI...), as a file upload, an http(s) URL or a data: URL.
+            backend: "local" (this server's model, the default) or "remote" (the Hugging Face Inference API).
+            model: "" for the default (the bundled model), or one of the model list's hub ids.
+            threshold: a probability from 0 to 1 (kept for symmetry with the photo tool).
+            sample_fps: frames analysed per second of video (default 5).
+            token: a Hugging Face token, only for the remote backend.
+
+        Returns:
+            JSON text: {"tracks": [{"id": int, "frames": [{"t": seconds, "box": [x1, y1, x2, y2], "label": the
+            most likely emotion, "scores": {each of the seven emotions: probability}}], "summary": {"label": the
+            dominant emotion, "share": {each emotion: share of the track's frames}}}], "fps", "duration_s",
+            "frames_analyzed", "model", "backend", "timing_ms"}. Tracks come in order of first appearance.
+        """
+        video = _received(video)
+        if video is None:
+            raise EmotionError("Send a video.")
+        result = analyze_video_core(
+            video, **_options(backend, model, threshold, token), sample_fps=sample_fps, pipeline=pipeline
+        )
+        return json.dumps(result.to_dict())
+
     live = Pipeline(replace(settings, detect_max_side=640))  # webcam frames: speed first
 
     @on_workers
@@ -380,6 +478,8 @@ def make_handlers(settings: Settings, export_dir: Path):
         analyze_photo=analyze_photo,
         analyze_photos=analyze_photos,
         emotions_in_photo=emotions_in_photo,
+        analyze_video=analyze_video,
+        emotions_in_video=emotions_in_video,
         live_frame=live_frame,
     )
 
@@ -459,7 +559,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 downloads = gr.File(label="Downloads (JSON, CSV, full-size image)", file_count="multiple")
                 result_json = gr.JSON(label="JSON")
 
-        with gr.Tab("Several photos"):
+        with gr.Tab("Batch"):  # short tab names: all four fit a phone's width
+            gr.Markdown("Several photos at once: all their faces are classified together, in one batch.")
             with gr.Row():
                 with gr.Column(min_width=300):
                     files = PhotoFiles(
@@ -478,7 +579,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 batch_downloads = gr.File(label="Downloads (JSON, CSV)", file_count="multiple")
                 batch_json = gr.JSON(label="JSON")
 
-        with gr.Tab("Live webcam"):
+        with gr.Tab("Webcam"):
             gr.Markdown(
                 "Live analysis runs this server's **local** model (the one chosen in Options); the remote backend "
                 "is not used for live video. Boxes follow each face, with scores smoothed over a few frames."
@@ -492,7 +593,41 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                     )
                     live_out = gr.Image(type="pil", label="Live faces", format="jpeg", interactive=False)
             live_state = gr.State(None)
-        image.limits = files.limits = live_in.limits = settings
+        with gr.Tab("Video"):
+            with gr.Row():
+                with gr.Column(min_width=300):
+                    video = VideoInput(label="Video", sources=["upload"], elem_id="video-input")
+                    sample_fps = gr.Slider(
+                        1,
+                        15,
+                        value=settings.video_sample_fps,
+                        step=1,
+                        label="Frames analysed per second",
+                        info="more follows quick expressions; fewer is faster",
+                    )
+                    video_button = gr.Button("Analyze video", variant="primary")
+                with gr.Column(min_width=300):
+                    video_status = gr.Markdown(
+                        f"Upload a video (up to {settings.video_max_mb} MB): every face is followed through it.",
+                        elem_classes="status",
+                    )
+                    video_out = gr.Video(label="Faces through the video", interactive=False)
+            timeline = gr.LinePlot(
+                x="t",
+                y="probability",
+                color="series",
+                x_title="seconds",
+                y_title="probability",
+                y_lim=[0, 1],
+                label="Emotion over time, per face",
+                height=320,
+                elem_id="timeline",
+            )
+            video_summary = gr.Dataframe(headers=SUMMARY_HEADERS, label="Each face through the video", wrap=False)
+            with gr.Accordion("Downloads and JSON", open=False):
+                video_downloads = gr.File(label="Downloads (CSV, JSON)", file_count="multiple")
+                video_json = gr.JSON(label="JSON")
+        image.limits = files.limits = live_in.limits = video.limits = settings
 
         # --- Photo tab ---
         photo_outputs = [annotated, crops, table, status, downloads, heatmaps, result_json]
@@ -561,6 +696,37 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         files.clear(lambda: ([], None, "", None, None), None, batch_outputs, queue=False, api_visibility="private")
         batch_button.click(show_photos, batch_inputs, batch_outputs, api_visibility="private")
 
+        # --- Video tab: one video at a time (a long one keeps a worker busy) ---
+        video_outputs_ = [video_out, timeline, video_summary, video_status, video_downloads, video_json]
+        video_inputs = [video, backend, model, threshold, sample_fps, token]
+        gr.Button(visible=False).click(
+            api_errors(handlers.analyze_video),
+            video_inputs,
+            video_outputs_,
+            api_name="analyze_video",
+            concurrency_limit=1,
+            concurrency_id="video",
+            show_progress="hidden",
+        )
+        video_json_text = gr.Textbox(visible=False, label="JSON")
+        gr.Button(visible=False).click(
+            api_errors(handlers.emotions_in_video),
+            video_inputs,
+            video_json_text,
+            api_name="emotions_video",
+            concurrency_limit=1,
+            concurrency_id="video",
+        )
+        show_video = page_errors(handlers.analyze_video, len(video_outputs_), 3)
+        video_cleared = (None, None, None, "Working...", None, None)
+        video.upload(lambda: video_cleared, None, video_outputs_, queue=False, api_visibility="private").then(
+            show_video, video_inputs, video_outputs_, api_visibility="private", concurrency_id="video"
+        )
+        video.clear(
+            lambda: (None, None, None, "", None, None), None, video_outputs_, queue=False, api_visibility="private"
+        )
+        video_button.click(show_video, video_inputs, video_outputs_, api_visibility="private", concurrency_id="video")
+
         # --- Live tab: frames that waited while another was analysed are dropped by LiveSession.stale ---
         live_in.stream(
             live_frame,
@@ -592,7 +758,7 @@ def top_scores_of(face: dict) -> dict[str, float]:
 def launch_options(settings: Settings) -> dict:
     limit = Middleware(BodyLimit, max_bytes=settings.max_request_mb * 2**20)
     return {
-        "max_file_size": f"{settings.max_upload_mb}mb",
+        "max_file_size": f"{max(settings.max_upload_mb, settings.video_max_mb)}mb",  # photos: PhotoInput checks 20
         "app_kwargs": {"middleware": [limit]},
         "css": CSS,
         "mcp_server": True,  # /analyze and /analyze_batch as MCP tools, at /gradio_api/mcp/

@@ -3,13 +3,15 @@
     >>> import emotion
     >>> result = emotion.analyze("group.jpg")          # bundled model, offline
     >>> [(f.label, f.box) for f in result.faces]
+    >>> video = emotion.analyze_video("clip.mp4")   # faces followed across frames
+    >>> [(t.id, t.label, t.share) for t in video.tracks]
 
 Heavy modules (torch, transformers, MTCNN) load on first use, not at import.
 """
 
 from emotion.labels import LABELS
 
-__all__ = ["LABELS", "Analysis", "Face", "Pipeline", "Settings", "analyze"]
+__all__ = ["LABELS", "Analysis", "Face", "Pipeline", "Settings", "VideoAnalysis", "analyze", "analyze_video"]
 
 
 def __getattr__(name):
@@ -21,6 +23,10 @@ def __getattr__(name):
         from emotion import results
 
         return getattr(results, name)
+    if name in ("analyze_video", "VideoAnalysis", "VideoTrack", "TrackFrame"):
+        from emotion import video
+
+        return getattr(video, name)
     if name == "Settings":
         from emotion.settings import Settings
 

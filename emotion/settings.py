@@ -80,3 +80,6 @@ class Settings:
     detect_max_candidates: int = 400  # MTCNN boxes kept after its first and second stages (best scores)
     cache_minutes: int = 20  # uploads and results are deleted this long after they were written
     remote_workers: int = 8  # concurrent Inference API calls per request
+    # --- Video (emotion.video.VideoLimits holds the rest; any video_<name> field here overrides it) ---
+    video_sample_fps: float = 5.0  # frames analysed per second of video: expressions last longer than 0.2 s
+    video_max_mb: int = 60  # per video upload; under max_request_mb so the upload itself is not cut off

@@ -220,7 +220,7 @@ def test_several_photos_tab(playwright, server, size, tmp_path):
     bad.write_bytes(b"not an image")
     browser = launch(playwright)
     page = open_page(browser, server, size)
-    page.get_by_role("tab", name="Several photos").click()
+    page.get_by_role("tab", name="Batch", exact=True).click()
     names = ["nasa_apollo11_crew.jpg", "codait_bryan.png", "noface_pen.jpg"]
     page.locator("#several-files input[type=file]").set_input_files([str(photo(n)) for n in names] + [str(bad)])
     wait_for_status(page, r"4 face\(s\) in 3 photo\(s\)")
@@ -247,7 +247,7 @@ def test_webcam_snapshot_gets_a_labelled_face(playwright, server, tmp_path):
 @SIZES
 def test_live_webcam_tab_labels_faces_and_shows_the_frame_rate(playwright, server, tmp_path, size):
     browser, page = fake_camera_page(playwright, server, tmp_path, size)
-    page.get_by_role("tab", name="Live webcam").click()
+    page.get_by_role("tab", name="Webcam", exact=True).click()
     assert page.get_by_text("not used for live video").is_visible()  # says which backend it uses
     page.get_by_text("Click to Access Webcam").first.click()
     page.get_by_role("button", name="capture photo").click()  # the "Record" button starts streaming
@@ -258,4 +258,34 @@ def test_live_webcam_tab_labels_faces_and_shows_the_frame_rate(playwright, serve
     assert float(opacity) == 1.0  # the frame-rate line is not faded while the stream runs
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / f"live_{size}.png"), full_page=True)
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def apollo_clip(tmp_path_factory) -> Path:
+    from emotion.video import pan_clip
+
+    return pan_clip(photo("nasa_apollo11_crew.jpg"), tmp_path_factory.mktemp("clip") / "apollo.mp4", seconds=2)
+
+
+@SIZES
+def test_video_tab_tracks_the_faces_with_a_timeline(playwright, server, size, apollo_clip):
+    browser = launch(playwright)
+    page = open_page(browser, server, size)
+    page.get_by_role("tab", name="Video", exact=True).click()
+    page.locator("#video-input input[type=file]").set_input_files(str(apollo_clip))  # analysis starts on upload
+    wait_for_status(page, r"^3 face tracks in \d+ frames", timeout=180_000)
+    assert block(page, "Faces through the video").locator("video").count() == 1
+    plot = page.locator("#timeline")
+    plot.locator("canvas, svg").first.wait_for(timeout=30_000)  # gr.LinePlot, drawn in the browser
+    assert plot.locator("canvas, svg").first.bounding_box()["height"] > 150
+    rows = page.get_by_role("row").filter(visible=True)
+    rows.nth(3).wait_for(timeout=30_000)
+    assert rows.count() == 4  # a header and one row per face
+    assert no_error_badges(page)
+    if size == "phone":
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, overflow
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / f"video_{size}.png"), full_page=True)
     browser.close()

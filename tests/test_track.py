@@ -56,3 +56,46 @@ def test_frames_that_waited_in_the_queue_are_dropped():
     assert session.stale(10.01) and session.dropped == 1  # dispatched right after the last frame finished
     assert not session.stale(10.3)  # a fresh frame after an idle moment
     assert session.tick(1.0) == 0.0 and session.tick(1.5) == pytest.approx(2.0)
+
+
+def test_the_tracker_lives_in_the_core_and_the_app_names_still_import():
+    from emotion import tracking
+    from emotion.serving import track
+
+    assert track.FaceTracker is tracking.FaceTracker and track.iou is tracking.iou
+    assert track.LiveSession(track.FaceTracker(threshold=0.5)).tracker.threshold == 0.5
+
+
+def test_a_small_fast_face_is_matched_by_its_centre_when_boxes_no_longer_overlap():
+    tracker = FaceTracker()
+    _, first = tracker.step(frame(face((0, 0, 40, 40), "happy")))
+    _, then = tracker.step(frame(face((30, 0, 70, 40), "happy")))  # IoU 0.14: overlap alone would lose it
+    assert then == first
+    _, far = tracker.step(frame(face((300, 0, 340, 40), "happy")))  # 6 face sides away: someone else
+    assert far != first
+
+
+def test_the_motion_carries_a_track_over_missed_frames():
+    tracker = FaceTracker(max_missed=3)
+    ids = [tracker.step(frame(face((x, 0, x + 40, 40), "happy")))[1] for x in (0, 30, 60)]
+    assert ids[0] == ids[1] == ids[2]
+    tracker.step(frame())  # two frames without a detection (a blink, a turned head)...
+    tracker.step(frame())
+    # ... and the face is back where its motion took it: 150 px on, far from where it was last seen.
+    assert tracker.step(frame(face((150, 0, 190, 40), "happy")))[1] == ids[0]
+    assert len(tracker.tracks) == 1
+
+
+def test_one_to_one_assignment_keeps_neighbours_apart():
+    tracker = FaceTracker()
+    _, ids = tracker.step(frame(face((0, 0, 50, 50), "happy"), face((55, 0, 105, 50), "sad")))
+    # Both moved right by 20 px: greedy nearest-box matching could give the right face's track to the left one.
+    out, moved = tracker.step(frame(face((20, 0, 70, 50), "happy"), face((75, 0, 125, 50), "sad")))
+    assert moved == ids and [f.label for f in out.faces] == ["happy", "sad"]
+
+
+def test_a_box_of_a_very_different_size_is_a_new_face():
+    tracker = FaceTracker()
+    _, small = tracker.step(frame(face((100, 100, 130, 130), "happy")))
+    _, big = tracker.step(frame(face((60, 60, 180, 180), "happy")))  # same centre, four times the side
+    assert big != small
