@@ -92,3 +92,26 @@ def test_heatmaps_on_request(client):
     heatmaps, doc = outputs[-2], outputs[-1]
     assert len(heatmaps) == 3
     assert [h["caption"] for h in heatmaps] == [f"{i}: {f['label']}" for i, f in enumerate(doc["faces"], start=1)]
+
+
+def test_video_through_the_api(client, tmp_path):
+    from emotion.video import pan_clip
+
+    clip = pan_clip(photo("nasa_apollo11_crew.jpg"), tmp_path / "crew.mp4", seconds=2)
+    video, timeline, summary, message, downloads, doc = client.predict(
+        handle_file(str(clip)), api_name="/analyze_video"
+    )
+    assert [t["id"] for t in doc["tracks"]] == [1, 2, 3] and doc["frames_analyzed"] == 10  # 2 s at 5 fps
+    assert all(len(t["frames"]) >= 9 for t in doc["tracks"]) and doc["backend"] == "local"
+    for track in doc["tracks"]:
+        times = [f["t"] for f in track["frames"]]
+        assert times == sorted(times) and set(track["frames"][0]["scores"]) == set(LABELS)
+    assert video.endswith(".mp4") and len(summary["data"]) == 3 and "3 face tracks" in message
+    assert sorted(Path(p).name for p in downloads) == ["crew_emotions.csv", "crew_emotions.json"]
+    assert set(timeline["columns"]) >= {"t", "probability", "series"}
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    with pytest.raises(Exception, match="not a video this app can read"):
+        client.predict(handle_file(str(bad)), api_name="/analyze_video")
+    doc = client.predict(handle_file(str(photo("codait_bryan.png"))), "local", "", 0.3, api_name="/analyze")[-1]
+    check_schema(doc, 1)  # the server keeps serving
