@@ -10,7 +10,7 @@ without duplicates. See emotion.batch.store.
 
 Modules: sources (what to read), analyze (a chunk of paths -> rows, via Pipeline.analyze_many), rows (the
 schema), store (atomic part files, resume, the final file), local and ray_engine (the two engines), job
-(one run), bench (images/s per engine). Ray is imported only by ray_engine. See README.md here.
+(one run), bench (images/s per engine). Ray is imported only by ray_engine. See "Bulk" in the repository README.
 """
 
 from emotion.batch.bench import bench_bulk
