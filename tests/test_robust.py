@@ -63,7 +63,7 @@ class TestRefused:
     def test_upload_size_limit(self, client, tmp_path):
         path = tmp_path / "huge.png"
         path.write_bytes(b"\x89PNG" + bytes(21 * 1024 * 1024))
-        with pytest.raises(Exception, match="(?i)file size|too large|exceeds"):
+        with pytest.raises(Exception, match="(?i)file size|too large|exceeds|the limit is 20 MB"):
             analyze(client, path)
 
 
