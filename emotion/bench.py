@@ -1,13 +1,19 @@
 """Benchmark: python -m emotion.bench [--json OUT] [--compare FOLDER] [--skip ...]
 
 All numbers of one run come from the same machine and process, so read them as ratios:
-1. classify stage: the seed's loop (one processor call, one forward and .item() per face)
-   against the package's batched path, at 1, 8 and 32 faces, for the bundled model, a
-   ViT-B/16-shaped model (random weights: speed does not depend on them) and any --compare folder;
-2. end to end per photo of ../shared/photos: the Pipeline itself (its own stage timings) plus
-   rendering; p50/p95;
-3. served: concurrent gradio_client callers against `python app.py` on loopback.
-Options (eager vs SDPA attention) are measured on the classify stage.
+- classify: the seed's loop (one processor call, one forward and .item() per face) against the
+  package's batched path, at 1, 8 and 32 faces, for the bundled model, a ViT-B/16-shaped model
+  (random weights: speed does not depend on them) and any --compare folder;
+- options: eager vs SDPA attention on the classify stage;
+- detect: the app's MTCNN against stock facenet-pytorch MTCNN(keep_all=True).detect on each photo of
+  ../shared/photos (downscaled to 1600 px as the app does), interleaved; the faces (score >= 0.9)
+  and boxes compared, the times summed;
+- end_to_end: per photo, the Pipeline itself (its own stage timings) plus rendering; p50/p95;
+- startup: `python app.py` until its first /analyze answer;
+- served: one gradio_client caller, app.py against a do-nothing app with the same /analyze
+  signature, request by request in turn: the p50 ratio;
+- concurrency: the throughput of 4 callers against that of 1, in alternating rounds.
+The three served sections share the one app.py process that startup started.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from emotion.labels import LABELS
 
 log = logging.getLogger(__name__)
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
+SECTIONS = ["classify", "options", "detect", "end_to_end", "startup", "served", "concurrency"]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -146,6 +153,87 @@ def bench_options(model: str, n: int, repeats: int) -> list[dict]:
     return rows
 
 
+def app_copy(image: Image.Image, max_side: int) -> tuple[Image.Image, float]:
+    """The downscaled copy the app's detector sees (at most ``max_side`` px), and its scale."""
+    w, h = image.size
+    scale = min(1.0, max_side / max(w, h))
+    return (image if scale == 1.0 else image.resize((round(w * scale), round(h * scale)), Image.BILINEAR)), scale
+
+
+def stock_boxes(mtcnn, image: Image.Image, min_score: float) -> list[tuple[float, ...]]:
+    boxes, probs = mtcnn.detect(image)
+    if boxes is None:
+        return []
+    w, h = image.size
+    # Clipped to the image as the package's detector clips its boxes.
+    return [
+        (max(0.0, b[0]), max(0.0, b[1]), min(w, b[2]), min(h, b[3])) for b, p in zip(boxes, probs) if p >= min_score
+    ]
+
+
+def box_differences(reference: list, found: list) -> list[float] | None:
+    """Largest coordinate difference (px) of each reference box to its nearest found box; None when the
+    number of boxes differs (a face missed or added)."""
+    if len(reference) != len(found):
+        return None
+    return [min(max(abs(a - b) for a, b in zip(ref, box)) for box in found) for ref in reference] if found else []
+
+
+def bench_detect(photos: list[Path], repeats: int, variants: dict | None = None) -> dict:
+    """The app's detector (settings as the app uses them) against stock facenet-pytorch
+    ``MTCNN(keep_all=True).detect`` on the same downscaled copies, interleaved photo by photo, repeat by
+    repeat: medians per photo, summed. ``variants``: name -> another detector, timed the same way."""
+    from facenet_pytorch import MTCNN
+
+    from emotion.detectors import get_detector
+    from emotion.image import load_image
+    from emotion.settings import Settings
+
+    settings = Settings()
+    stock = MTCNN(keep_all=True)
+    detectors = {"ours": get_detector("mtcnn", settings), **(variants or {})}
+    rows = []
+    for path in photos:
+        image = load_image(path)
+        small, _ = app_copy(image, settings.detect_max_side)
+        times = {name: [] for name in ("stock", *detectors)}
+        for _ in range(repeats + 1):  # the first round warms up and is not counted
+            t = time.perf_counter()
+            reference = stock_boxes(stock, small, settings.min_detection_score)
+            times["stock"].append(time.perf_counter() - t)
+            found = {}
+            for name, detector in detectors.items():
+                t = time.perf_counter()
+                faces = detector(small)  # the same copy: the app's downscaling is not counted for either
+                times[name].append(time.perf_counter() - t)
+                found[name] = [f.box for f in faces]
+        row = {"photo": path.name, "size": list(small.size), "faces_stock": len(reference)}
+        for name, values in times.items():
+            row[f"{name}_ms"] = statistics.median(values[1:]) * 1000
+        for name, boxes in found.items():
+            diffs = box_differences(reference, boxes)
+            row[f"{name}_faces"] = len(boxes)
+            row[f"{name}_max_box_diff_px"] = None if diffs is None else max(diffs, default=0.0)
+        rows.append(row)
+        log.info(
+            "detect %s: stock %.0f ms, %s",
+            path.name,
+            row["stock_ms"],
+            ", ".join(f"{n} {row[f'{n}_ms']:.0f} ms ({row[f'{n}_faces']} faces)" for n in detectors),
+        )
+    summary = {"stock_ms": sum(r["stock_ms"] for r in rows)}
+    for name in detectors:
+        total = sum(r[f"{name}_ms"] for r in rows)
+        diffs = [r[f"{name}_max_box_diff_px"] for r in rows]
+        summary[name] = {
+            "total_ms": total,
+            "speedup_vs_stock": summary["stock_ms"] / total,
+            "same_faces_on_every_photo": all(d is not None for d in diffs),
+            "max_box_diff_px": max((d for d in diffs if d is not None), default=0.0),
+        }
+    return {"photos": rows, "summary": summary}
+
+
 def bench_end_to_end(photos: list[Path], repeats: int, model: str) -> list[dict]:
     """The Pipeline as the app calls it, per photo: its own stage timings, plus drawing the result."""
     from emotion.pipeline import Pipeline
@@ -182,82 +270,188 @@ def bench_end_to_end(photos: list[Path], repeats: int, model: str) -> list[dict]
     return rows
 
 
-def start_app(model: str, timeout_s: float = 180.0):
-    """``python app.py`` on a free loopback port, as a user starts it; returns (process, url)."""
+def free_port() -> int:
     import socket
-    import subprocess
-    import sys
-
-    from gradio_client import Client
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "EMOTION_MODEL": model}
-    env.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, str(root / "app.py")], cwd=root, env=env, stdout=subprocess.DEVNULL)
-    url, deadline = f"http://127.0.0.1:{port}/", time.time() + timeout_s
-    while True:
-        try:
-            Client(url, verbose=False)
-            return proc, url
-        except Exception:  # not listening yet
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError("app.py did not start") from None
-            time.sleep(0.5)
+        return s.getsockname()[1]
 
 
-def bench_served(photos: list[Path], callers: int, requests_each: int, model: str) -> dict:
-    """Concurrent gradio_client callers on loopback against the real app."""
-    from gradio_client import Client, handle_file
+def null_demo():
+    """A do-nothing app: /analyze with app.py's inputs (photo file, backend, model, threshold, token, explain)
+    and outputs of the same kinds, filled with trivially cheap values. Timed beside app.py, its round trip
+    is what upload, queue, pre- and postprocessing and the client cost without any analysis."""
+    import gradio as gr
 
-    proc, url = start_app(model)
-    latencies, errors, lock = [], [], threading.Lock()
-    try:
-        Client(url, verbose=False).predict(handle_file(str(photos[0])), "local", "", 0.3, api_name="/analyze")
+    def analyze(image, backend, model, threshold, token, explain):
+        document = {"faces": [{"box": [0, 0, 1, 1], "label": "neutral", "scores": {label: 1 / 7 for label in LABELS}}]}
+        rows = [[1, "neutral", 1.0, ""]]
+        return image, [(image, "face 1")], rows, "1 face", [], [], document
 
-        def caller(k: int):
-            client = Client(url, verbose=False)
-            for i in range(requests_each):
-                photo = photos[(k + i) % len(photos)]
-                t = time.perf_counter()
-                try:
-                    client.predict(handle_file(str(photo)), "local", "", 0.3, api_name="/analyze")
-                    with lock:
-                        latencies.append((time.perf_counter() - t) * 1000)
-                except Exception as exc:  # counted, and reported below
-                    with lock:
-                        errors.append(f"{type(exc).__name__}: {exc}")
+    with gr.Blocks() as demo:
+        inputs = [
+            gr.Image(type="filepath"),
+            gr.Radio(["local", "remote"], value="local"),
+            gr.Dropdown(["bundled"], value="bundled", allow_custom_value=True),
+            gr.Slider(0, 1, value=0.3),
+            gr.Textbox(),
+            gr.Checkbox(),
+        ]
+        outputs = [gr.Image(type="filepath"), gr.Gallery(), gr.Dataframe(), gr.Markdown()]
+        outputs += [gr.File(file_count="multiple"), gr.Gallery(), gr.JSON()]
+        gr.Button().click(analyze, inputs, outputs, api_name="analyze")
+    demo.queue(default_concurrency_limit=2)
+    return demo
 
+
+def serve_null_app() -> None:
+    """``python -c 'from emotion.bench import serve_null_app; serve_null_app()'``: the do-nothing app on
+    GRADIO_SERVER_PORT, launched as app.py launches (its own process, Gradio's queue)."""
+    null_demo().launch(quiet=True)
+
+
+class Server:
+    """A Gradio app started as its own process on a free loopback port; ``seconds_to_first_answer`` is the
+    time from starting the process to the first /analyze call that succeeded."""
+
+    def __init__(self, command: list[str], model: str, probe: Path, timeout_s: float = 180.0):
+        import subprocess
+        import sys
+
+        from gradio_client import Client
+
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}/"
+        env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "EMOTION_MODEL": model}
+        env.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+        root = Path(__file__).resolve().parents[1]
         start = time.perf_counter()
-        threads = [threading.Thread(target=caller, args=(k,)) for k in range(callers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - start
+        self.proc = subprocess.Popen([sys.executable, *command], cwd=root, env=env, stdout=subprocess.DEVNULL)
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                self.client = Client(self.url, verbose=False)
+                call(self.client, probe)
+                break
+            except Exception:  # not listening yet, or the model still loading
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.close()
+                    raise RuntimeError(f"{' '.join(command)} did not answer") from None
+                time.sleep(0.2)
+        self.seconds_to_first_answer = time.perf_counter() - start
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+def start_app(model: str, timeout_s: float = 180.0):
+    """``python app.py`` on a free loopback port, as a user starts it, once it answers: (process, url)."""
+    probe = PHOTOS / "codait_bryan.png"
+    if not probe.exists():
+        probe = Path(__file__).resolve().parents[1] / "examples" / "nasa_apollo11_crew.jpg"
+    server = Server(["app.py"], model, probe, timeout_s)
+    return server.proc, server.url
+
+
+def call(client, photo: Path) -> float:
+    """One /analyze round trip as an API user makes it (upload, queue, result, output files fetched): ms."""
+    from gradio_client import handle_file
+
+    t = time.perf_counter()
+    client.predict(handle_file(str(photo)), "local", "", 0.3, None, False, api_name="/analyze")
+    return (time.perf_counter() - t) * 1000
+
+
+def bench_startup(model: str, probe: Path) -> tuple[dict, Server]:
+    """``python app.py`` until its first /analyze answer. The server stays up for the later sections."""
+    server = Server(["app.py"], model, probe)
+    log.info("startup: %.1f s from `python app.py` to the first answer", server.seconds_to_first_answer)
+    return {"seconds_to_first_answer": server.seconds_to_first_answer}, server
+
+
+def bench_served(app: Server, photo: Path, requests: int, model: str) -> dict:
+    """One caller, app.py against the do-nothing app, request by request in turn: the p50 ratio is what the
+    analysis adds to a round trip that Gradio costs anyway."""
+    null = Server(["-c", "from emotion.bench import serve_null_app; serve_null_app()"], model, photo)
+    times = {"app": [], "null": []}
+    try:
+        for server in (app, null):
+            call(server.client, photo)  # warm
+        for _ in range(requests):
+            times["app"].append(call(app.client, photo))
+            times["null"].append(call(null.client, photo))
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    result = {
-        "callers": callers,
-        "requests": callers * requests_each,
-        "wall_s": wall,
-        "requests_per_s": len(latencies) / wall,
-        "p50_ms": percentile(latencies, 50),
-        "p95_ms": percentile(latencies, 95),
-        "errors": len(errors),
-        "error_samples": errors[:3],
-    }
+        null.close()
+    result = {"photo": photo.name, "requests": requests}
+    for name, values in times.items():
+        result[f"{name}_p50_ms"] = percentile(values, 50)
+        result[f"{name}_p95_ms"] = percentile(values, 95)
+    result["p50_ratio"] = result["app_p50_ms"] / result["null_p50_ms"]
     log.info(
-        "served: %d callers, %.2f req/s, p50 %.0f ms, p95 %.0f ms, %d errors",
+        "served %s: app p50 %.0f ms, do-nothing app p50 %.0f ms: %.2fx",
+        photo.name,
+        result["app_p50_ms"],
+        result["null_p50_ms"],
+        result["p50_ratio"],
+    )
+    return result
+
+
+def throughput(server: Server, photo: Path, callers: int, requests_each: int) -> dict:
+    """``callers`` threads, each with its own client, each making ``requests_each`` calls."""
+    from gradio_client import Client
+
+    clients = [server.client] + [Client(server.url, verbose=False) for _ in range(callers - 1)]
+    latencies, errors, lock = [], [], threading.Lock()
+
+    def caller(client):
+        for _ in range(requests_each):
+            try:
+                ms = call(client, photo)
+                with lock:
+                    latencies.append(ms)
+            except Exception as exc:  # counted, and reported below
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=caller, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    return {"wall_s": wall, "requests_per_s": len(latencies) / wall, "latencies": latencies, "errors": errors}
+
+
+def bench_concurrency(server: Server, photo: Path, callers: int, requests_each: int, rounds: int) -> dict:
+    """Throughput of 1 caller and of ``callers`` callers, in alternating rounds; medians of the rounds."""
+    runs = {1: [], callers: []}
+    for _ in range(rounds):
+        for n in runs:
+            runs[n].append(throughput(server, photo, n, requests_each))
+    result = {"photo": photo.name, "requests_per_caller": requests_each, "rounds": rounds}
+    for n, rs in runs.items():
+        latencies = [ms for r in rs for ms in r["latencies"]]
+        result[f"{n}_callers"] = {
+            "requests_per_s": statistics.median(r["requests_per_s"] for r in rs),
+            "p50_ms": percentile(latencies, 50),
+            "p95_ms": percentile(latencies, 95),
+            "errors": sum(len(r["errors"]) for r in rs),
+            "error_samples": [e for r in rs for e in r["errors"]][:3],
+        }
+    result["callers"] = callers
+    result["errors"] = sum(result[f"{n}_callers"]["errors"] for n in runs)
+    result["throughput_ratio"] = result[f"{callers}_callers"]["requests_per_s"] / result["1_callers"]["requests_per_s"]
+    log.info(
+        "concurrency: 1 caller %.2f req/s, %d callers %.2f req/s: %.2fx",
+        result["1_callers"]["requests_per_s"],
         callers,
-        result["requests_per_s"],
-        result["p50_ms"],
-        result["p95_ms"],
-        len(errors),
+        result[f"{callers}_callers"]["requests_per_s"],
+        result["throughput_ratio"],
     )
     return result
 
@@ -290,12 +484,41 @@ def table(report: dict) -> str:
                 f"{r['classify_p50_ms']:>10.1f}{r['render_p50_ms']:>8.1f}"
                 f"{r['total_p50_ms']:>7.0f} /{r['total_p95_ms']:>5.0f}"
             )
+    if report.get("detect"):
+        d = report["detect"]
+        names = [k for k in d["summary"] if k != "stock_ms"]
+        lines.append("\ndetect: the app's MTCNN against stock facenet-pytorch MTCNN(keep_all=True).detect (ms)")
+        lines.append(f"{'photo':<26}{'size':>11}{'faces':>6}{'stock':>9}" + "".join(f"{n:>14}" for n in names))
+        for r in d["photos"]:
+            size = "x".join(map(str, r["size"]))
+            lines.append(
+                f"{r['photo']:<26}{size:>11}{r['faces_stock']:>6}{r['stock_ms']:>9.0f}"
+                + "".join(f"{r[f'{n}_ms']:>14.0f}" for n in names)
+            )
+        for n in names:
+            s = d["summary"][n]
+            lines.append(
+                f"  {n}: {s['total_ms']:.0f} ms vs stock {d['summary']['stock_ms']:.0f} ms: "
+                f"{s['speedup_vs_stock']:.2f}x faster; same faces on every photo: {s['same_faces_on_every_photo']}; "
+                f"largest box difference {s['max_box_diff_px']:.2g} px"
+            )
+    if report.get("startup"):
+        seconds = report["startup"]["seconds_to_first_answer"]
+        lines.append(f"\nstartup: {seconds:.1f} s from `python app.py` to its first /analyze answer")
     if report.get("served"):
         s = report["served"]
         lines.append(
-            f"\nserved: {s['callers']} callers x {s['requests'] // s['callers']} requests: "
-            f"{s['requests_per_s']:.2f} req/s, p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, "
-            f"{s['errors']} errors"
+            f"\nserved ({s['photo']}, 1 caller, {s['requests']} requests each): app p50 {s['app_p50_ms']:.0f} ms "
+            f"(p95 {s['app_p95_ms']:.0f}), do-nothing app p50 {s['null_p50_ms']:.0f} ms "
+            f"(p95 {s['null_p95_ms']:.0f}): {s['p50_ratio']:.2f}x"
+        )
+    if report.get("concurrency"):
+        c = report["concurrency"]
+        one, many = c["1_callers"], c[f"{c['callers']}_callers"]
+        lines.append(
+            f"\nconcurrency ({c['photo']}): 1 caller {one['requests_per_s']:.2f} req/s (p50 {one['p50_ms']:.0f} ms), "
+            f"{c['callers']} callers {many['requests_per_s']:.2f} req/s (p50 {many['p50_ms']:.0f} ms): "
+            f"{c['throughput_ratio']:.2f}x, {c['errors']} errors"
         )
     return "\n".join(lines)
 
@@ -313,9 +536,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compare", type=Path, nargs="*", default=[], help="model folders to time beside the bundled one"
     )
-    parser.add_argument("--skip", nargs="*", default=[], choices=["classify", "options", "end_to_end", "served"])
+    parser.add_argument("--served-requests", type=int, default=20, help="requests to each app in 'served'")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating 1-caller / N-caller rounds")
+    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio_client logs every request at INFO
     torch.manual_seed(0)
     report = {
         "machine": {
@@ -337,8 +563,24 @@ def main(argv: list[str] | None = None) -> int:
             report["options"] = bench_options(vit_b, 8, max(3, args.repeats // 2))
     if "end_to_end" not in args.skip and photos:
         report["end_to_end"] = bench_end_to_end(photos, args.repeats, "bundled")
-    if "served" not in args.skip and photos:
-        report["served"] = bench_served(photos, args.callers, args.requests, "bundled")
+    if "detect" not in args.skip and photos:
+        from emotion.detectors.mtcnn import MTCNNDetector
+
+        # The alternative the default was chosen against: two ONNX Runtime threads per detection.
+        variants = {"2 ORT threads": MTCNNDetector(torch.device("cpu"), threads=2)}
+        report["detect"] = bench_detect(photos, max(3, args.repeats // 2), variants)
+    if photos and not {"startup", "served", "concurrency"} <= set(args.skip):
+        probe = next((p for p in photos if p.name == "nasa_apollo11_crew.jpg"), photos[0])
+        startup, app = bench_startup("bundled", probe)
+        try:
+            if "startup" not in args.skip:
+                report["startup"] = startup
+            if "served" not in args.skip:
+                report["served"] = bench_served(app, probe, args.served_requests, "bundled")
+            if "concurrency" not in args.skip:
+                report["concurrency"] = bench_concurrency(app, probe, args.callers, args.requests, args.rounds)
+        finally:
+            app.close()
     print(table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

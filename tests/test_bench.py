@@ -12,28 +12,16 @@ def test_benchmark_smoke(tmp_path, capsys):
     photos.mkdir()
     shutil.copy(photo("codait_bryan.png"), photos)
     out = tmp_path / "bench.json"
-    assert (
-        main(
-            [
-                "--sizes",
-                "2",
-                "--repeats",
-                "1",
-                "--photos",
-                str(photos),
-                "--callers",
-                "2",
-                "--requests",
-                "1",
-                "--skip",
-                "options",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    argv = ["--sizes", "2", "--repeats", "1", "--photos", str(photos), "--json", str(out), "--skip", "options"]
+    argv += ["--callers", "2", "--requests", "1", "--served-requests", "2", "--rounds", "1"]
+    assert main(argv) == 0
     report = json.loads(out.read_text())
     assert {r["model"] for r in report["classify"]} == {"bundled", "ViT-B/16"}
-    assert report["end_to_end"][0]["faces"] == 1 and report["served"]["errors"] == 0
-    assert "seed loop" in capsys.readouterr().out
+    assert report["end_to_end"][0]["faces"] == 1
+    detect = report["detect"]
+    assert detect["photos"][0]["faces_stock"] == 1 and detect["summary"]["ours"]["same_faces_on_every_photo"]
+    assert report["startup"]["seconds_to_first_answer"] > 0
+    assert report["served"]["p50_ratio"] > 0 and report["served"]["requests"] == 2
+    assert report["concurrency"]["errors"] == 0 and report["concurrency"]["callers"] == 2
+    printed = capsys.readouterr().out
+    assert "seed loop" in printed and "do-nothing app" in printed and "stock" in printed

@@ -78,3 +78,126 @@ def test_downscaling_loses_no_face_of_the_shared_photos():
     for path in paths:
         image = load_image(path)
         assert len(detect_faces(image)) == len(detect_faces(image, max_side=10_000)), path.name
+
+
+# ONNX Runtime, the pyramid and the stages against stock facenet-pytorch -------------------------------------
+
+
+def shared_photos():
+    photo("nasa_apollo11_crew.jpg")  # skips when ../shared is absent
+    return [p for p in sorted(PHOTOS.glob("*.*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+
+
+def stock_faces(image, min_score=0.9):
+    """Stock ``MTCNN(keep_all=True).detect`` on the copy the app detects on (at most 1600 px); boxes clipped
+    to it as the package clips them, in the original's pixels."""
+    from facenet_pytorch import MTCNN
+
+    from emotion.bench import app_copy
+
+    small, scale = app_copy(image, 1600)
+    boxes, probs, points = MTCNN(keep_all=True).detect(small, landmarks=True)
+    if boxes is None:
+        return []
+    w, h = small.size
+    return [
+        ((max(0, b[0]) / scale, max(0, b[1]) / scale, min(w, b[2]) / scale, min(h, b[3]) / scale), pts / scale)
+        for b, p, pts in zip(boxes, probs, points)
+        if p >= min_score
+    ]
+
+
+def assert_same_faces(found, stock, tolerance=2.0):
+    assert len(found) == len(stock)
+    for box, points in stock:
+        face = min(found, key=lambda f: max(abs(a - b) for a, b in zip(f.box, box)))
+        assert max(abs(a - b) for a, b in zip(face.box, box)) <= tolerance, (face.box, box)
+        assert max(abs(a - b) for p, q in zip(face.landmarks, points) for a, b in zip(p, q)) <= tolerance
+
+
+def test_boxes_match_stock_mtcnn_within_two_pixels_on_the_shared_photos():
+    for path in shared_photos():
+        image = load_image(path)
+        assert_same_faces(detect_faces(image), stock_faces(image))
+
+
+def test_the_torch_networks_give_the_same_boxes():
+    """On a GPU the stages run facenet-pytorch's torch modules: the same stages, the same faces."""
+    from facenet_pytorch import MTCNN
+
+    image = load_image(photo("nasa_apollo11_crew.jpg"))
+    detector = MTCNNDetector(torch.device("cpu"))
+    detector.net = MTCNN(keep_all=True)
+    assert_same_faces(detector(image), stock_faces(image))
+
+
+def test_pyramid_is_stock_mtcnns_less_its_largest_scales():
+    from emotion.detectors.mtcnn import pyramid
+
+    stock, scale, side = [], 12 / 20, 471 * 12 / 20  # facenet-pytorch's loop for a 600 x 471 image
+    while side >= 12:
+        stock.append(scale)
+        scale, side = scale * 0.709, side * 0.709
+    assert pyramid(471, 600, 20) == stock
+    assert pyramid(471, 600, 28) == stock[1:]  # 20 / 0.709 = 28.2 px: the largest scale is dropped
+    assert pyramid(471, 600, 12)[0] == 1.0  # below 20, as stock MTCNN with that min_face_size
+    assert pyramid(10, 600, 20) == []
+    # P-Net's pixels capped: a 1600 x 1124 copy starts at stock's third scale (faces of 40 px and more).
+    full = pyramid(1124, 1600, 20)
+    assert pyramid(1124, 1600, 20, 250_000) == full[2:]
+    assert pyramid(471, 600, 20, 250_000) == stock  # 360 x 283 px at the first scale: all of it
+
+
+def test_onnx_export_is_cached_and_matches_the_wheels_torch_networks(tmp_path):
+    import numpy as np
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+    from emotion.detectors import onnx_nets
+
+    nets = onnx_nets.OnnxMTCNN(1, folder=tmp_path)
+    files = sorted(p.name for p in tmp_path.glob("*/*.onnx"))
+    assert files == ["onet.onnx", "pnet.onnx", "rnet.onnx"]
+    assert (tmp_path / onnx_nets.fingerprint() / "rnet.onnx").read_bytes() == onnx_nets.model_bytes("rnet", tmp_path)
+    torch.manual_seed(0)
+    for ours, stock, shape in (
+        (nets.pnet, PNet(), (1, 3, 57, 83)),  # any size: P-Net runs on every scale of the pyramid
+        (nets.rnet, RNet(), (5, 3, 24, 24)),
+        (nets.onet, ONet(), (3, 3, 48, 48)),
+    ):
+        x = torch.randn(shape)
+        with torch.inference_mode():
+            expected = stock.eval()(x)
+        for a, b in zip(ours(x), expected):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)
+
+
+def test_an_unwritable_cache_still_detects(tmp_path):
+    from emotion.detectors import onnx_nets
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert onnx_nets.model_bytes("pnet", blocker)[:2]  # exported in memory, with a warning in the log
+
+
+def test_concurrent_detections_find_the_same_faces():
+    """Request threads share the detector (its ONNX sessions, its two detection threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = load_image(photo("nasa_apollo11_crew.jpg"))
+    alone = sorted(f.box for f in detect_faces(image))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: sorted(f.box for f in detect_faces(image)), range(8)))
+    assert all(boxes == alone for boxes in results)
+
+
+def test_detections_run_on_one_torch_thread_and_leave_other_threads_alone():
+    import threading
+
+    detector = MTCNNDetector(torch.device("cpu"))
+    assert detector._pool.submit(torch.get_num_threads).result() == 1
+    before, seen = torch.get_num_threads(), []
+    MTCNNDetector(torch.device("cpu"))
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert torch.get_num_threads() == before and seen == [before]

@@ -52,8 +52,12 @@ def get_detector(name: str, settings) -> Detector:
         settings.min_detection_score,
         settings.detect_max_side,
         settings.detect_max_candidates,
+        getattr(settings, "detect_threads", 0),  # ONNX Runtime threads per detection; 0: cores / concurrency
+        settings.concurrency,  # detections at once (emotion.detectors.mtcnn runs them on that many threads)
+        getattr(settings, "detect_pyramid_pixels", 250_000),  # P-Net's largest scale at most this many pixels
     )
-    with _lock:  # building MTCNN takes milliseconds: no request waits long here
+    # Building MTCNN takes milliseconds (the first build ever exports its networks to ONNX: a second or two).
+    with _lock:
         if key not in _built:
             _built[key] = importlib.import_module(_MODULES[name]).build(settings)
         return _built[key]
