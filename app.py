@@ -10,6 +10,7 @@ import contextvars
 import functools
 import json
 import logging
+import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,8 +20,10 @@ from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
+from PIL import Image
 from starlette.middleware import Middleware
 
+from emotion.crop import square_box
 from emotion.errors import EmotionError
 from emotion.image import image_size, load_image
 from emotion.pipeline import Pipeline
@@ -31,7 +34,6 @@ from emotion.serving.render import (
     batch_table_rows,
     draw_faces,
     emotion_counts,
-    face_crops,
     heat_legend_html,
     heatmap_gallery,
     status_text,
@@ -218,13 +220,25 @@ def page_errors(handler, n_outputs: int, status_index: int):
     return run
 
 
+def _share_cores(settings: Settings) -> None:
+    """Each worker thread gets its share of the cores for torch: ``concurrency`` requests run at once, and two
+    requests each asking torch for every core ran several times slower than one thread each (measured:
+    3 faces classified in 384 ms with 2 threads under contention, 47 ms with 1)."""
+    import torch
+
+    torch.get_num_threads()  # torch's first use sets up its pool, which would undo a setting made before it
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.concurrency))
+
+
 def make_handlers(settings: Settings, export_dir: Path):
     pipeline = Pipeline(settings)
     # The model work of every request runs on these few long-lived threads. Gradio hands each request to
     # whichever of its (up to 40, short-lived) pool threads is free; torch and the allocator keep memory
     # per thread, so that churn grew the server by megabytes per request. Gradio's queue already admits
     # only ``concurrency`` requests at once, so this pool never makes one wait.
-    workers = ThreadPoolExecutor(settings.concurrency + 1, thread_name_prefix="emotion-work")
+    workers = ThreadPoolExecutor(
+        settings.concurrency + 1, thread_name_prefix="emotion-work", initializer=_share_cores, initargs=(settings,)
+    )
 
     def on_workers(handler):
         @functools.wraps(handler)  # Gradio reads the signature (defaults, gr.Progress) through __wrapped__
@@ -255,7 +269,8 @@ def make_handlers(settings: Settings, export_dir: Path):
             explain: true to add a heatmap per face showing which regions drove the prediction.
 
         Returns:
-            The annotated photo, the face crops, a table, a status line, JSON and CSV downloads, the heatmaps,
+            The annotated photo, a table, a status line, JSON and CSV downloads (and the full-size annotated photo
+            when the shown one is smaller), the heatmaps,
             and last a JSON document: {"faces": [{"box": [x1, y1, x2, y2], "label": the top emotion,
             "scores": {each of the seven emotions: probability, summing to 1}, "above_threshold": [...],
             "uncertain": true when the answer is weak}], "image_size": [width, height], "model", "backend",
@@ -272,16 +287,16 @@ def make_handlers(settings: Settings, export_dir: Path):
         stem = download_stem(Path(image).name)
         folder = request_folder(export_dir, settings.cache_minutes * 60)
         shown = save_image(draw_faces(result.image, result, max_side=DISPLAY_SIDE), folder, f"{stem}_faces")
-        full = save_image(draw_faces(result.image, result), folder, f"{stem}_faces_full")
-        downloads = [*write_exports([(Path(image).name, result)], folder, stem), full]
-        crops = [(str(save_image(im, folder, f"face{i}")), c) for i, (im, c) in enumerate(face_crops(result), 1)]
+        downloads = write_exports([(Path(image).name, result)], folder, stem)
+        if max(result.image.size) > DISPLAY_SIDE:  # the shown picture was made smaller: offer the full size too
+            downloads.append(save_image(draw_faces(result.image, result), folder, f"{stem}_faces_full"))
         heatmaps = [(str(save_image(im, folder, f"heat{i}")), c) for i, (im, c) in enumerate(heatmap_gallery(result))]
         status = status_text(result, time.perf_counter() - start)
         if remote_explain:
             status += "\n\nHeatmaps need the local backend (the Inference API returns scores only)."
         if result.backend != "local":
             status += f"\n\nClassified by the Inference API with `{result.model}`."
-        return str(shown), crops, table_rows(result), status, [str(p) for p in downloads], heatmaps, result.to_dict()
+        return str(shown), table_rows(result), status, [str(p) for p in downloads], heatmaps, result.to_dict()
 
     @on_workers
     def analyze_photos(
@@ -492,7 +507,8 @@ def example_photos() -> list[str]:
 
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
     settings = settings or Settings()
-    handlers = make_handlers(settings, Path(tempfile.gettempdir()) / "emotion-exports")
+    export_dir = Path(tempfile.gettempdir()) / "emotion-exports"
+    handlers = make_handlers(settings, export_dir)
     analyze_photo, analyze_photos, live_frame = handlers.analyze_photo, handlers.analyze_photos, handlers.live_frame
     # Uploads and results live only in Gradio's cache: swept every few minutes of what is older than the limit.
     age = settings.cache_minutes * 60
@@ -551,7 +567,6 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 with gr.Column(min_width=300):
                     status = gr.Markdown("Upload a photo, take a snapshot or pick an example.", elem_classes="status")
                     annotated = gr.Image(type="filepath", label="Faces", format="jpeg", interactive=False)
-                    crops = gr.Gallery(label="Face crops", visible="hidden")
                     heatmaps = gr.Gallery(label="Heatmaps", visible="hidden")
                     cards_slot = gr.Column()
             with gr.Accordion("Table, downloads and JSON", open=False):
@@ -630,16 +645,16 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         image.limits = files.limits = live_in.limits = video.limits = settings
 
         # --- Photo tab ---
-        photo_outputs = [annotated, crops, table, status, downloads, heatmaps, result_json]
+        photo_outputs = [annotated, table, status, downloads, heatmaps, result_json]
         photo_inputs = [image, *controls, explain]
-        show_photo = page_errors(analyze_photo, len(photo_outputs), 3)
-        cleared = [None, [], None, "Working...", None, [], None]
+        show_photo = page_errors(analyze_photo, len(photo_outputs), 2)
+        cleared = [None, None, "Working...", None, [], None]
         # The API endpoint: a trigger the page never fires, so API errors raise while the page's show them.
         gr.Button(visible=False).click(
             api_errors(analyze_photo), photo_inputs, photo_outputs, api_name="analyze", show_progress="hidden"
         )
         image.input(lambda: cleared, None, photo_outputs, queue=False, api_visibility="private").then(
-            lambda im, *rest: show_photo(im, *rest) if im is not None else (None, [], None, "", None, [], None),
+            lambda im, *rest: show_photo(im, *rest) if im is not None else (None, None, "", None, [], None),
             photo_inputs,
             photo_outputs,
             api_visibility="private",
@@ -658,19 +673,25 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             )
 
         with cards_slot:  # one card per face: its crop (or crop | heatmap) and its top three scores
-
-            @gr.render(inputs=[crops, heatmaps, result_json], triggers=[result_json.change])
-            def face_cards(crop_items, heat_items, document):
+            # The crops are cut here, after the answer, from the photo itself: the API's answer carries no
+            # crop files (each is one more download for every client).
+            @gr.render(inputs=[image, heatmaps, result_json], triggers=[result_json.change])
+            def face_cards(photo, heat_items, document):
                 faces = (document or {}).get("faces") or []
-                if not faces or not crop_items:
+                if not faces or not isinstance(photo, str):
                     return
+                folder = request_folder(export_dir, settings.cache_minutes * 60)
+                crop_items = [
+                    str(save_image(crop, folder, f"face{i}"))
+                    for i, crop in enumerate(face_crops_of(photo, faces, settings))
+                ]
                 if heat_items:
                     gr.HTML(heat_legend_html())  # the colour scale of the overlays
                 with gr.Row(equal_height=False):
                     for i, face in enumerate(faces):
                         title = f"Face {i + 1}" + (" · uncertain" if face.get("uncertain") else "")
                         with gr.Column(min_width=150, elem_classes="face-card"), gr.Group():
-                            crop = _gallery_path(crop_items[i]) if i < len(crop_items) else None
+                            crop = crop_items[i] if i < len(crop_items) else None
                             if heat_items and i < len(heat_items):
                                 gr.ImageSlider((crop, _gallery_path(heat_items[i])), label=f"{title} | heatmap")
                             else:
@@ -749,6 +770,13 @@ def _gallery_path(item):
     if isinstance(item, dict):
         item = item.get("image", item).get("path") if isinstance(item.get("image", item), dict) else item.get("path")
     return getattr(item, "path", item)
+
+
+def face_crops_of(photo: str, faces: list[dict], settings: Settings) -> list:
+    """The square region classified for each face of a JSON document, cut from the (upright) photo."""
+    picture = load_image(photo, settings.max_image_pixels)
+    boxes = [square_box(f["box"], picture.size, settings.margin) for f in faces]
+    return [picture.crop(box).convert("RGB").resize((160, 160), Image.BILINEAR) for box in boxes]
 
 
 def top_scores_of(face: dict) -> dict[str, float]:

@@ -23,23 +23,19 @@ def test_analyze_apollo_through_the_api(client):
     doc = outputs[-1]
     check_schema(doc, 3)
     assert doc["backend"] == "local" and doc["image_size"] == [600, 471]
-    annotated, crops, table, message, downloads, heatmaps = outputs[:6]
+    annotated, table, message, downloads, heatmaps = outputs[:5]
     assert heatmaps == []  # only on request
     assert message.startswith("**3 faces: ") and " s" in message  # counts per emotion and the time taken
     for label in {f["label"] for f in doc["faces"]}:
         assert label in message
-    # The annotated photo at display size, a JPEG; face crops with their captions, left to right.
+    # The annotated photo at display size (this one is small enough to be shown whole), a JPEG.
     assert annotated.endswith("nasa_apollo11_crew_faces.jpg")
     with Image.open(annotated) as shown:
-        assert shown.format == "JPEG" and max(shown.size) <= 1024
-    assert [c["caption"].split()[:2] for c in crops] == [[str(i), f["label"]] for i, f in enumerate(doc["faces"], 1)]
+        assert shown.format == "JPEG" and shown.size == (600, 471)
     assert [row[0] for row in table["data"]] == [1, 2, 3] and table["headers"][-7:] == list(LABELS)
-    # Downloads are named after the photo: JSON, CSV and the full-size annotated image.
-    names = sorted(Path(p).name for p in downloads)
-    assert names == ["nasa_apollo11_crew.csv", "nasa_apollo11_crew.json", "nasa_apollo11_crew_faces_full.jpg"]
+    # Downloads are named after the photo.
+    assert sorted(Path(p).name for p in downloads) == ["nasa_apollo11_crew.csv", "nasa_apollo11_crew.json"]
     json_file, csv_file = (next(p for p in downloads if p.endswith(ext)) for ext in (".json", ".csv"))
-    with Image.open(next(p for p in downloads if p.endswith(".jpg"))) as full:
-        assert full.size == (600, 471)
     exported = json.loads(open(json_file).read())
     assert [f["box"] for f in next(iter(exported.values()))["faces"]] == [f["box"] for f in doc["faces"]]
     assert len(open(csv_file).read().strip().splitlines()) == 4  # header + a row per face
@@ -115,3 +111,16 @@ def test_video_through_the_api(client, tmp_path):
         client.predict(handle_file(str(bad)), api_name="/analyze_video")
     doc = client.predict(handle_file(str(photo("codait_bryan.png"))), "local", "", 0.3, api_name="/analyze")[-1]
     check_schema(doc, 1)  # the server keeps serving
+
+
+def test_a_large_photo_is_shown_smaller_with_a_full_size_download(client, tmp_path):
+    big = tmp_path / "crew_large.jpg"
+    with Image.open(photo("nasa_apollo11_crew.jpg")) as im:
+        im.resize((2400, 1884)).save(big, quality=90)
+    annotated, *_, downloads, _, doc = client.predict(handle_file(str(big)), "local", "", 0.3, api_name="/analyze")
+    check_schema(doc, 3)
+    with Image.open(annotated) as shown:
+        assert shown.size == (1024, 804)  # a sensible display size
+    full = next(p for p in downloads if p.endswith("crew_large_faces_full.jpg"))
+    with Image.open(full) as image:
+        assert image.size == (2400, 1884)

@@ -118,11 +118,11 @@ class MTCNNDetector:
         with torch.inference_mode():
             boxes, points = self.stages(pixels)
         found = []
-        for box, pts in zip(boxes / scale, points / scale):
-            prob = float(box[4])
+        for box, pts in zip(boxes, points / scale):
+            prob = float(box[4])  # a probability: only the coordinates are mapped back to the full size
             if prob < self.min_score:
                 continue
-            x1, y1, x2, y2 = (float(v) for v in box[:4])
+            x1, y1, x2, y2 = (float(v) / scale for v in box[:4])
             clipped = (max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2))
             if clipped[2] - clipped[0] < 1 or clipped[3] - clipped[1] < 1:
                 continue

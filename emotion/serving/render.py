@@ -99,20 +99,6 @@ def draw_faces(
     return canvas
 
 
-def face_crops(result: Analysis, size: int = 160) -> list[tuple[Image.Image, str]]:
-    """(the square region that was classified, caption) for every face, for a gallery of faces."""
-    if result.image is None:
-        return []
-    return [
-        (result.image.crop(f.crop_box or f.box).convert("RGB").resize((size, size), Image.BILINEAR), face_caption(i, f))
-        for i, f in enumerate(result.faces, start=1)
-    ]
-
-
-def top_scores(face: Face, k: int = 3) -> dict[str, float]:
-    return dict(sorted(face.scores.items(), key=lambda kv: kv[1], reverse=True)[:k])
-
-
 # The heatmap palette: cold regions stay see-through (the face shows), hot ones turn yellow, then red.
 HEAT_STOPS = ((0.0, (40, 40, 255)), (0.4, (0, 200, 255)), (0.7, (255, 230, 0)), (1.0, (255, 0, 0)))
 
