@@ -12,7 +12,10 @@ All numbers of one run come from the same machine and process, so read them as r
 - startup: `python app.py` until its first /analyze answer;
 - served: one gradio_client caller, app.py against a do-nothing app with the same /analyze
   signature, request by request in turn: the p50 ratio;
-- concurrency: the throughput of 4 callers against that of 1, in alternating rounds.
+- concurrency: the throughput of 4 callers against that of 1, in alternating rounds;
+- video: frames/s analysed on a clip panned over the Apollo crew photo, classification batched across
+  frames (one forward per 16 frames) against one forward per frame (emotion.video.bench_video);
+- bulk: images/s of `python -m emotion.batch` over 200 images, local engine and Ray (emotion.batch.bench_bulk).
 The three served sections share the one app.py process that startup started.
 """
 
@@ -38,7 +41,7 @@ from emotion.labels import LABELS
 
 log = logging.getLogger(__name__)
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
-SECTIONS = ["classify", "options", "detect", "end_to_end", "startup", "served", "concurrency"]
+SECTIONS = ["classify", "options", "detect", "end_to_end", "startup", "served", "concurrency", "video", "bulk"]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -520,6 +523,20 @@ def table(report: dict) -> str:
             f"{c['callers']} callers {many['requests_per_s']:.2f} req/s (p50 {many['p50_ms']:.0f} ms): "
             f"{c['throughput_ratio']:.2f}x, {c['errors']} errors"
         )
+    if report.get("video"):
+        v = report["video"]
+        b, f = v["batched"], v["per_frame"]
+        lines.append(
+            f"\nvideo ({v['clip']}, {b['frames']} frames at {v['sample_fps']:g} fps, {b['tracks']} tracks): "
+            f"{b['frames_per_s']:.2f} frames/s batched, {f['frames_per_s']:.2f} one forward per frame; "
+            f"classify {b['classify_ms']:.0f} vs {f['classify_ms']:.0f} ms: {v['speedup_classify']:.2f}x"
+        )
+    if report.get("bulk"):
+        rates = {k: v for k, v in report["bulk"].items() if k != "images"}
+        lines.append(
+            f"\nbulk ({report['bulk']['images']} images, python -m emotion.batch, end to end): "
+            + ", ".join(f"{engine} {rate:.2f} images/s" for engine, rate in rates.items())
+        )
     return "\n".join(lines)
 
 
@@ -538,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--served-requests", type=int, default=20, help="requests to each app in 'served'")
     parser.add_argument("--rounds", type=int, default=2, help="alternating 1-caller / N-caller rounds")
+    parser.add_argument("--bulk-images", type=int, default=200, help="images for the 'bulk' section")
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -581,6 +599,14 @@ def main(argv: list[str] | None = None) -> int:
                 report["concurrency"] = bench_concurrency(app, probe, args.callers, args.requests, args.rounds)
         finally:
             app.close()
+    if "video" not in args.skip and photos:
+        from emotion.video import bench_video
+
+        report["video"] = bench_video(repeats=max(1, args.repeats // 2))
+    if "bulk" not in args.skip and photos:
+        from emotion.batch import bench_bulk
+
+        report["bulk"] = {"images": args.bulk_images, **bench_bulk(args.photos, n=args.bulk_images)}
     print(table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

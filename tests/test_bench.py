@@ -12,7 +12,20 @@ def test_benchmark_smoke(tmp_path, capsys):
     photos.mkdir()
     shutil.copy(photo("codait_bryan.png"), photos)
     out = tmp_path / "bench.json"
-    argv = ["--sizes", "2", "--repeats", "1", "--photos", str(photos), "--json", str(out), "--skip", "options"]
+    argv = [
+        "--sizes",
+        "2",
+        "--repeats",
+        "1",
+        "--photos",
+        str(photos),
+        "--json",
+        str(out),
+        "--skip",
+        "options",
+        "video",
+        "bulk",
+    ]
     argv += ["--callers", "2", "--requests", "1", "--served-requests", "2", "--rounds", "1"]
     assert main(argv) == 0
     report = json.loads(out.read_text())
