@@ -535,7 +535,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = parse_args(argv)
     command = "python -m emotion.training " + shlex.join(sys.argv[1:] if argv is None else argv)
-    metrics = train(cfg, command)
+    # oneDNN's CPU convolution backward (torch 2.14.1) was seen to hang or crash on this project's AMD EPYC
+    # machines, depending on the host; torch's own CPU kernels train correctly. Inference keeps oneDNN.
+    with torch.backends.mkldnn.flags(enabled=torch.cuda.is_available() and cfg.device != "cpu"):
+        metrics = train(cfg, command)
     log.info(
         "selected epoch %d: PublicTest accuracy %.4f", metrics["selected_epoch"], metrics["publictest"]["accuracy"]
     )
