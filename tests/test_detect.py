@@ -201,3 +201,32 @@ def test_detections_run_on_one_torch_thread_and_leave_other_threads_alone():
     thread.start()
     thread.join()
     assert torch.get_num_threads() == before and seen == [before]
+
+
+@pytest.mark.parametrize("size", [(471, 600), (97, 13), (1067, 1600)])
+def test_summed_area_resampling_is_torchs_area_resize_bit_for_bit(size):
+    """The pyramid and the crops come from emotion.detectors.area on the CPU: the same float32 numbers as
+    F.interpolate(mode="area") and adaptive_avg_pool2d, which stock MTCNN uses. (Bit for bit while torch's
+    float32 sums are exact: windows under 65,000 pixels; MTCNN's, at least 12 per side of the photo, are.)"""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from emotion.detectors.area import AreaSampler
+
+    h, w = size
+    rng = np.random.default_rng(h)
+    rgb = np.array(load_image(photo("nasa_apollo11_crew.jpg")).resize((w, h)))
+    rgb[: h // 3] = rng.integers(0, 256, rgb[: h // 3].shape, dtype=np.uint8)  # noise: every bit counts
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).unsqueeze(0).float()
+    sampler = AreaSampler(rgb)
+    for out in [(h, w), (max(1, h // 2), w * 2 // 3), (int(h * 0.43 + 1), int(w * 0.43 + 1)), (12, 12)]:
+        assert torch.equal(sampler.resize(*out), F.interpolate(x, size=out, mode="area")), out
+    y0 = rng.integers(0, h - 1, 50)
+    x0 = rng.integers(0, w - 1, 50)
+    y1 = np.minimum(h, y0 + rng.integers(1, h + 1, 50))
+    x1 = np.minimum(w, x0 + rng.integers(1, w + 1, 50))
+    for side in (24, 48):
+        expected = torch.cat(
+            [F.adaptive_avg_pool2d(x[:, :, a:b, c:d], side) for a, b, c, d in zip(y0, y1, x0, x1)]
+        )
+        assert torch.equal(sampler.crops(y0, y1, x0, x1, side), expected)
