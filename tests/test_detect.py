@@ -122,12 +122,16 @@ def test_boxes_match_stock_mtcnn_within_two_pixels_on_the_shared_photos():
 
 
 def test_the_torch_networks_give_the_same_boxes():
-    """On a GPU the stages run facenet-pytorch's torch modules: the same stages, the same faces."""
+    """On a GPU the stages run facenet-pytorch's torch modules and torch's area resize (TorchArea): the same
+    stages, the same faces."""
     from facenet_pytorch import MTCNN
+
+    from emotion.detectors.mtcnn import TorchArea
 
     image = load_image(photo("nasa_apollo11_crew.jpg"))
     detector = MTCNNDetector(torch.device("cpu"))
-    detector.net = MTCNN(keep_all=True)
+    detector._nets = {1: MTCNN(keep_all=True)}  # what a CUDA device gets
+    detector._sampler = lambda rgb: TorchArea(rgb, torch.device("cpu"))
     assert_same_faces(detector(image), stock_faces(image))
 
 

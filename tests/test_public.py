@@ -288,7 +288,8 @@ def test_many_tiny_faces_stay_within_the_detection_budget(public, tmp_path):
     sizes: list[int] = []
     hooks = [
         net.register_forward_hook(lambda module, inputs, output: sizes.append(len(inputs[0])))
-        for net in (detector.net.rnet, detector.net.onet)
+        for nets in detector.networks
+        for net in (nets.rnet, nets.onet)
     ]
     try:
         event, outputs = call(public, "analyze", [upload(public, crowd), *options()])

@@ -31,13 +31,11 @@ class AreaSampler:
     def __init__(self, rgb: np.ndarray):
         h, w, _ = rgb.shape
         self.h, self.w = h, w
-        # Sums along each row first, in float32 (torch's fastest cumulative sum): exact integers while a row
-        # sums to under 2**24. Then int32 (int64 for photos over 8.4 MP) down the rows.
-        wide = np.int32 if 255 * (h + 1) * (w + 1) < 2**31 else np.int64
-        planar = torch.from_numpy(np.ascontiguousarray(rgb.transpose(0, 2, 1)))  # (H, 3, W)
-        rows = (planar.float() if 255 * w < 2**24 else planar.double()).cumsum(-1)
-        table = np.zeros((h + 1, 3, w + 1), wide)
-        table[1:, :, 1:] = rows.numpy()
+        wide = np.int32 if 255 * (h + 1) * (w + 1) < 2**31 else np.int64  # int64 only for photos over 8.4 MP
+        table = np.empty((h + 1, 3, w + 1), wide)
+        table[0], table[:, :, 0] = 0, 0
+        # Along each row (numpy's cumulative sum is fast along the last, contiguous axis), then down the rows.
+        np.cumsum(np.ascontiguousarray(rgb.transpose(0, 2, 1)), axis=-1, dtype=wide, out=table[1:, :, 1:])
         for i in range(1, h + 1):  # one vector add per row: far faster than a cumulative sum down axis 0
             np.add(table[i - 1], table[i], out=table[i])
         self.table = table  # table[i, c, j]: the sum of channel c over rows < i and columns < j
@@ -47,10 +45,8 @@ class AreaSampler:
         r0, r1 = windows(self.h, out_h)
         c0, c1 = windows(self.w, out_w)
         strips = self.table[r1] - self.table[r0]  # (out_h, 3, W + 1): row windows, summed along the columns
-        # Columns gathered from the transposed strips: numpy picks whole rows much faster than scattered items.
-        cols = np.ascontiguousarray(strips.transpose(2, 1, 0))  # (W + 1, 3, out_h)
-        sums = (cols[c1] - cols[c0]).transpose(1, 2, 0)  # (3, out_h, out_w)
-        out = torch.from_numpy(np.ascontiguousarray(sums, dtype=np.float32))
+        sums = np.take(strips, c1, axis=2) - np.take(strips, c0, axis=2)
+        out = torch.from_numpy(np.ascontiguousarray(sums.transpose(1, 0, 2), dtype=np.float32))  # (3, out_h, out_w)
         out /= torch.from_numpy((r1 - r0).astype(np.float32))[:, None]
         out /= torch.from_numpy((c1 - c0).astype(np.float32))
         return out.unsqueeze(0)

@@ -73,7 +73,8 @@ class MTCNNDetector:
 
     The networks are only read during inference, so request threads share one instance with no lock:
     ``workers`` requests detect at the same time (the app's concurrency), the others wait their turn.
-    ``threads``: ONNX Runtime threads per detection, 0 for the cores shared among the workers.
+    ``threads``: ONNX Runtime threads per network run; 0 (the default) shares the cores among the detections
+    running at that moment, each stage choosing anew: a lone detection uses every core, two share them.
     """
 
     def __init__(
@@ -100,11 +101,39 @@ class MTCNNDetector:
         # face searched grow with the photo, from min_face_size up to 600 x 420 px, then to 40 px at 1600 x
         # 1124 (a 50-px crop: about the classifier's 48-px input; smaller faces are upscaled for it anyway).
         self.max_pyramid_pixels = max_pyramid_pixels
-        self.net = _networks(device, threads, workers)
+        cores = os.cpu_count() or 1
+        counts = {threads} if threads else {1, cores}
+        self._nets = {n: _networks(device, n) for n in sorted(counts)}
+        self._fixed = threads
+        self._cores = cores
+        self._running = 0
+        self._count_lock = threading.Lock()
         self._pool = _one_torch_thread_pool(workers)
 
+    @property
+    def networks(self) -> list:
+        """Every set of networks this detector may run (one per thread count)."""
+        return list(self._nets.values())
+
+    @property
+    def net(self):
+        """The networks to run now: with the cores shared among the detections running at this moment.
+
+        Measured on this project's two-core machine: one detection alone took 1.2-1.4x less time with two
+        ONNX Runtime threads; two at once ran best with one each (more would oversubscribe the cores)."""
+        if self._fixed or len(self._nets) == 1:
+            return next(iter(self._nets.values()))
+        share = max(1, self._cores // max(1, self._running))
+        return self._nets[max(n for n in self._nets if n <= share)]
+
     def __call__(self, image: Image.Image) -> list[Detection]:
-        return self._pool.submit(self._detect, image).result()
+        with self._count_lock:
+            self._running += 1
+        try:
+            return self._pool.submit(self._detect, image).result()
+        finally:
+            with self._count_lock:
+                self._running -= 1
 
     def _detect(self, image: Image.Image) -> list[Detection]:
         w, h = image.size
@@ -136,14 +165,13 @@ class MTCNNDetector:
 
     def stages(self, photo) -> tuple[np.ndarray, np.ndarray]:
         """(n, 5) boxes with scores and (n, 5, 2) landmarks, for one photo's AreaSampler or TorchArea."""
-        net = self.net
         h, w = photo.h, photo.w
-        boxes = self._propose(net, photo, h, w)
+        boxes = self._propose(self.net, photo, h, w)
         if len(boxes):
-            boxes = self._refine(net, photo, boxes, h, w)
+            boxes = self._refine(self.net, photo, boxes, h, w)
         if not len(boxes):
             return np.zeros((0, 5)), np.zeros((0, 5, 2))
-        return self._output(net, photo, boxes, h, w)
+        return self._output(self.net, photo, boxes, h, w)
 
     def _propose(self, net, photo, h: int, w: int) -> torch.Tensor:
         """Stage 1: P-Net over the image pyramid -> squared candidate boxes, best first, at most the budget."""
@@ -261,19 +289,13 @@ def _one_torch_thread_pool(workers: int) -> ThreadPoolExecutor:
     return pool
 
 
-def _networks(device: torch.device, threads: int, workers: int):
-    """ONNX Runtime sessions on the CPU, else facenet-pytorch's torch modules.
-
-    ``threads`` 0: the cores shared among the ``workers`` detections that may run at once (one each on two
-    cores). More would oversubscribe the cores when requests overlap, and on cores that other processes
-    also use even a lone detection waits for its second thread to be scheduled: measured on this project's
-    two-core machine, two threads per run were no faster than one for P-Net and slower for O-Net.
-    """
+def _networks(device: torch.device, threads: int):
+    """ONNX Runtime sessions with ``threads`` threads each on the CPU, else facenet-pytorch's torch modules."""
     if device.type == "cpu":
         try:
             from emotion.detectors.onnx_nets import OnnxMTCNN
 
-            return OnnxMTCNN(threads or max(1, (os.cpu_count() or 1) // max(1, workers)))
+            return OnnxMTCNN(threads)
         except ImportError as exc:  # onnxruntime is a requirement; without it MTCNN still works, slower
             log.warning("ONNX Runtime unavailable (%s): MTCNN runs on torch", exc)
     from facenet_pytorch import MTCNN
