@@ -283,14 +283,16 @@ def free_port() -> int:
 
 def null_demo():
     """A do-nothing app: /analyze with app.py's inputs (photo file, backend, model, threshold, token, explain)
-    and outputs of the same kinds, filled with trivially cheap values. Timed beside app.py, its round trip
-    is what upload, queue, pre- and postprocessing and the client cost without any analysis."""
+    and its outputs (annotated photo, table, status, downloads, heatmaps, JSON), filled with trivially cheap
+    values: the photo itself, one row, no downloads (an API answer has none), no heatmaps. Timed beside
+    app.py, its round trip is what upload, queue, pre- and postprocessing and the client cost without any
+    analysis."""
     import gradio as gr
 
     def analyze(image, backend, model, threshold, token, explain):
         document = {"faces": [{"box": [0, 0, 1, 1], "label": "neutral", "scores": {label: 1 / 7 for label in LABELS}}]}
         rows = [[1, "neutral", 1.0, ""]]
-        return image, [(image, "face 1")], rows, "1 face", [], [], document
+        return image, rows, "1 face", None, [], document
 
     with gr.Blocks() as demo:
         inputs = [
@@ -301,7 +303,7 @@ def null_demo():
             gr.Textbox(),
             gr.Checkbox(),
         ]
-        outputs = [gr.Image(type="filepath"), gr.Gallery(), gr.Dataframe(), gr.Markdown()]
+        outputs = [gr.Image(type="filepath"), gr.Dataframe(), gr.Markdown()]
         outputs += [gr.File(file_count="multiple"), gr.Gallery(), gr.JSON()]
         gr.Button().click(analyze, inputs, outputs, api_name="analyze")
     demo.queue(default_concurrency_limit=2)
@@ -584,8 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     if "detect" not in args.skip and photos:
         from emotion.detectors.mtcnn import MTCNNDetector
 
-        # The alternative the default was chosen against: two ONNX Runtime threads per detection.
-        variants = {"2 ORT threads": MTCNNDetector(torch.device("cpu"), threads=2)}
+        # What each of two concurrent detections runs with (a lone one, as timed here, uses every core).
+        variants = {"1 ORT thread": MTCNNDetector(torch.device("cpu"), threads=1)}
         report["detect"] = bench_detect(photos, max(3, args.repeats // 2), variants)
     if photos and not {"startup", "served", "concurrency"} <= set(args.skip):
         probe = next((p for p in photos if p.name == "nasa_apollo11_crew.jpg"), photos[0])

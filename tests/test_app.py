@@ -33,7 +33,21 @@ def test_analyze_apollo_through_the_api(client):
     with Image.open(annotated) as shown:
         assert shown.format == "JPEG" and shown.size == (600, 471)
     assert [row[0] for row in table["data"]] == [1, 2, 3] and table["headers"][-7:] == list(LABELS)
-    # Downloads are named after the photo.
+    # No download files in an API answer (each would be one more request for the client): the JSON has it all.
+    assert downloads is None
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """The handlers behind the page's own events (the same functions the API endpoints call)."""
+    import app
+    from emotion.settings import Settings
+
+    return app.make_handlers(Settings(), tmp_path_factory.mktemp("exports"))
+
+
+def test_the_pages_downloads_are_named_after_the_photo_and_hold_the_answer(page):
+    *_, downloads, _, doc = page.analyze_photo(str(photo("nasa_apollo11_crew.jpg")))
     assert sorted(Path(p).name for p in downloads) == ["nasa_apollo11_crew.csv", "nasa_apollo11_crew.json"]
     json_file, csv_file = (next(p for p in downloads if p.endswith(ext)) for ext in (".json", ".csv"))
     exported = json.loads(open(json_file).read())
@@ -76,7 +90,7 @@ def test_batch_of_photos_through_the_api(client, tmp_path):
     assert "not an image" in doc["errors"]["broken.jpg"]
     assert "4 face(s) in 3 photo(s)" in message and "broken.jpg" in message
     assert "noface_pen.jpg: no face found" in message
-    assert len(gallery) == 3 and len(table["data"]) == 4 and len(downloads) == 2
+    assert len(gallery) == 3 and len(table["data"]) == 4 and downloads is None  # the page has the files
     for d in doc["photos"].values():
         check_schema(d, len(d["faces"]))
 
@@ -113,7 +127,7 @@ def test_video_through_the_api(client, tmp_path):
     check_schema(doc, 1)  # the server keeps serving
 
 
-def test_a_large_photo_is_shown_smaller_with_a_full_size_download(client, tmp_path):
+def test_a_large_photo_is_shown_smaller_with_a_full_size_download_on_the_page(client, page, tmp_path):
     big = tmp_path / "crew_large.jpg"
     with Image.open(photo("nasa_apollo11_crew.jpg")) as im:
         im.resize((2400, 1884)).save(big, quality=90)
@@ -121,6 +135,17 @@ def test_a_large_photo_is_shown_smaller_with_a_full_size_download(client, tmp_pa
     check_schema(doc, 3)
     with Image.open(annotated) as shown:
         assert shown.size == (1024, 804)  # a sensible display size
+    assert downloads is None
+    *_, downloads, _, _ = page.analyze_photo(str(big))
     full = next(p for p in downloads if p.endswith("crew_large_faces_full.jpg"))
     with Image.open(full) as image:
         assert image.size == (2400, 1884)
+
+
+def test_the_pages_batch_downloads(page):
+    *_, downloads, doc = page.analyze_photos([str(photo("nasa_apollo11_crew.jpg")), str(photo("codait_bryan.png"))])
+    assert sorted(Path(p).name for p in downloads) == [
+        "nasa_apollo11_crew_and_1_more.csv",
+        "nasa_apollo11_crew_and_1_more.json",
+    ]
+    assert set(doc["photos"]) == {"nasa_apollo11_crew.jpg", "codait_bryan.png"}
