@@ -130,7 +130,7 @@ def test_the_torch_networks_give_the_same_boxes():
 
     image = load_image(photo("nasa_apollo11_crew.jpg"))
     detector = MTCNNDetector(torch.device("cpu"))
-    detector._nets = {1: MTCNN(keep_all=True)}  # what a CUDA device gets
+    detector.net = MTCNN(keep_all=True)  # what a CUDA device gets
     detector._sampler = lambda rgb: TorchArea(rgb, torch.device("cpu"))
     assert_same_faces(detector(image), stock_faces(image))
 

@@ -11,8 +11,8 @@ crops are its area resampling, number for number, so the boxes match stock MTCNN
 - on the CPU the pyramid and the crops come from one summed-area table of the photo
   (emotion.detectors.area): the same float32 numbers as torch's area resize, without reading the whole
   photo once per scale and every box once per crop.
-- a lone detection runs the networks on every core; detections running at once share the cores (each
-  stage picks its thread count when it starts).
+- a lone detection spreads its pyramid scales and its crop batches over every core; detections running
+  at once take one core each (each stage decides when it starts).
 - detections run on a few threads of their own with one torch thread each (see _one_torch_thread_pool):
   torch's OpenMP threads made each of the hundreds of small operations per photo wait on a busy machine.
 - the pyramid's largest scales (the most expensive: each costs about twice the next) are dropped when
@@ -32,6 +32,7 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from operator import itemgetter
 
 import numpy as np
 import torch
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 THRESHOLDS = (0.6, 0.7, 0.7)  # facenet-pytorch's defaults for the three stages
 FACTOR = 0.709  # image pyramid: each scale is this fraction of the previous one
 STOCK_MIN_FACE = 20  # facenet-pytorch's default min_face_size: the pyramid's scales are counted from it
+MAX_LANES = 4  # threads one detection may spread over (the pyramid has about ten scales)
+MIN_LANE_CROPS = 8  # crops per lane at least: smaller batches are not worth a thread hand-off
 
 
 def _normalise(pixels: torch.Tensor) -> torch.Tensor:
@@ -82,8 +85,9 @@ class MTCNNDetector:
 
     The networks are only read during inference, so request threads share one instance with no lock:
     ``workers`` requests detect at the same time (the app's concurrency), the others wait their turn.
-    ``threads``: ONNX Runtime threads per network run; 0 (the default) shares the cores among the detections
-    running at that moment, each stage choosing anew: a lone detection uses every core, two share them.
+    ``threads`` 0 (the default): one ONNX Runtime thread per network run, and a lone detection spreads its
+    work over every core (up to MAX_LANES), while detections running at once take one core each; each stage
+    chooses anew when it starts. ``threads`` > 0: that many ONNX Runtime threads per run, no spreading.
     """
 
     def __init__(
@@ -110,30 +114,33 @@ class MTCNNDetector:
         # face searched grow with the photo, from min_face_size up to 600 x 420 px, then to 40 px at 1600 x
         # 1124 (a 50-px crop: about the classifier's 48-px input; smaller faces are upscaled for it anyway).
         self.max_pyramid_pixels = max_pyramid_pixels
-        cores = os.cpu_count() or 1
-        counts = {threads} if threads else {1, cores}
-        self._nets = {n: _networks(device, n) for n in sorted(counts)}
-        self._fixed = threads
-        self._cores = cores
+        self.net = _networks(device, threads or 1)
+        self._cores = os.cpu_count() or 1
         self._running = 0
         self._count_lock = threading.Lock()
         self._pool = _one_torch_thread_pool(workers)
+        # Lanes: threads that take part of a lone detection's work (pyramid scales, crop batches), one core
+        # each. Splitting the work beat giving each network run two threads (measured on two cores: P-Net
+        # ran only 1.3x faster with two ONNX Runtime threads), and the numpy work in between is split too.
+        lanes = min(self._cores, MAX_LANES) if device.type == "cpu" and not threads else 1
+        self._lanes = _one_torch_thread_pool(lanes - 1) if lanes > 1 else None
+        self._max_lanes = lanes
 
     @property
     def networks(self) -> list:
-        """Every set of networks this detector may run (one per thread count)."""
-        return list(self._nets.values())
+        """The networks this detector runs (hooks on them see every batch)."""
+        return [self.net]
 
-    @property
-    def net(self):
-        """The networks to run now: with the cores shared among the detections running at this moment.
+    def _lanes_now(self) -> int:
+        """Lanes for the stage starting now: the cores shared among the detections running at this moment."""
+        return max(1, min(self._max_lanes, self._cores // max(1, self._running)))
 
-        Measured on this project's two-core machine: one detection alone took 1.2-1.4x less time with two
-        ONNX Runtime threads; two at once ran best with one each (more would oversubscribe the cores)."""
-        if self._fixed or len(self._nets) == 1:
-            return next(iter(self._nets.values()))
-        share = max(1, self._cores // max(1, self._running))
-        return self._nets[max(n for n in self._nets if n <= share)]
+    def _spread(self, fn, groups: list) -> list:
+        """fn(group) for each group, the first in this thread and the others on the lanes, results in order."""
+        if len(groups) == 1:
+            return [fn(groups[0])]
+        futures = [self._lanes.submit(fn, group) for group in groups[1:]]
+        return [fn(groups[0]), *(f.result() for f in futures)]
 
     def __call__(self, image: Image.Image) -> list[Detection]:
         with self._count_lock:
@@ -175,23 +182,32 @@ class MTCNNDetector:
     def stages(self, photo) -> tuple[np.ndarray, np.ndarray]:
         """(n, 5) boxes with scores and (n, 5, 2) landmarks, for one photo's AreaSampler or TorchArea."""
         h, w = photo.h, photo.w
-        boxes = self._propose(self.net, photo, h, w)
+        boxes = self._propose(photo, h, w)
         if len(boxes):
-            boxes = self._refine(self.net, photo, boxes, h, w)
+            boxes = self._refine(photo, boxes, h, w)
         if not len(boxes):
             return np.zeros((0, 5)), np.zeros((0, 5, 2))
-        return self._output(self.net, photo, boxes, h, w)
+        return self._output(photo, boxes, h, w)
 
-    def _propose(self, net, photo, h: int, w: int) -> torch.Tensor:
+    def _propose(self, photo, h: int, w: int) -> torch.Tensor:
         """Stage 1: P-Net over the image pyramid -> squared candidate boxes, best first, at most the budget."""
-        found = []
-        for scale in pyramid(h, w, self.min_face_size, self.max_pyramid_pixels):
-            resized = photo.resize(int(h * scale + 1), int(w * scale + 1))
-            reg, probs = net.pnet(_normalise(resized))
-            boxes, _ = generateBoundingBox(reg, probs[:, 1], scale, THRESHOLDS[0])
-            found.append(boxes[nms(boxes[:, :4], boxes[:, 4], 0.5)])
-        if not found:
+        scales = list(enumerate(pyramid(h, w, self.min_face_size, self.max_pyramid_pixels)))
+        if not scales:
             return torch.zeros((0, 5), device=self.device)
+
+        def run(group):
+            found = []
+            for i, scale in group:
+                resized = photo.resize(int(h * scale + 1), int(w * scale + 1))
+                reg, probs = self.net.pnet(_normalise(resized))
+                boxes, _ = generateBoundingBox(reg, probs[:, 1], scale, THRESHOLDS[0])
+                found.append((i, boxes[nms(boxes[:, :4], boxes[:, 4], 0.5)]))
+            return found
+
+        # Each lane takes scales of about equal pixels (the largest scale holds half of them); the boxes are
+        # put back in the scales' order, so the result is the one-thread result.
+        groups = _balanced(scales, self._lanes_now(), weight=lambda item: item[1] ** 2)
+        found = [boxes for _, boxes in sorted((r for part in self._spread(run, groups) for r in part), key=itemgetter(0))]
         boxes = torch.cat(found)
         # nms returns indices best first: the slice keeps the highest-scoring candidates.
         boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)][: self.max_candidates]
@@ -208,24 +224,42 @@ class MTCNNDetector:
         )
         return rerec(regressed)
 
-    def _refine(self, net, photo, boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def _networks_on_crops(self, network: str, photo, boxes: torch.Tensor, h: int, w: int, size: int) -> list:
+        """The boxes that overlap the photo, then the network's outputs for their size x size crops; the
+        boxes split among the lanes, in order (each crop's outputs do not depend on the others)."""
+        lanes = min(self._lanes_now(), max(1, len(boxes) // MIN_LANE_CROPS))
+        chunks = list(torch.tensor_split(boxes, lanes)) if lanes > 1 else [boxes]
+
+        def run(chunk):
+            kept, crops = _crops(photo, chunk, h, w, size)
+            outputs = getattr(self.net, network)(_normalise(crops)) if len(kept) else None
+            return kept, outputs
+
+        parts = [(kept, out) for kept, out in self._spread(run, chunks) if out is not None]
+        if not parts:
+            return [boxes[:0]]
+        return [torch.cat([part[0] for part in parts])] + [
+            torch.cat([part[1][k] for part in parts]) for k in range(len(parts[0][1]))
+        ]
+
+    def _refine(self, photo, boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Stage 2: R-Net on 24x24 crops; survivors regressed and squared, at most the budget."""
-        boxes, crops = _crops(photo, boxes, h, w, 24)
+        boxes, *outputs = self._networks_on_crops("rnet", photo, boxes, h, w, 24)
         if not len(boxes):
             return boxes
-        reg, probs = net.rnet(_normalise(crops))
+        reg, probs = outputs
         keep = probs[:, 1] > THRESHOLDS[1]
         boxes = torch.cat([boxes[keep, :4], probs[keep, 1:2]], dim=1)
         reg = reg[keep]
         pick = nms(boxes[:, :4], boxes[:, 4], 0.7)[: self.max_candidates]
         return rerec(bbreg(boxes[pick], reg[pick]))
 
-    def _output(self, net, photo, boxes: torch.Tensor, h: int, w: int):
+    def _output(self, photo, boxes: torch.Tensor, h: int, w: int):
         """Stage 3: O-Net on 48x48 crops -> final boxes, scores and five landmarks (numpy arrays)."""
-        boxes, crops = _crops(photo, boxes, h, w, 48)
+        boxes, *outputs = self._networks_on_crops("onet", photo, boxes, h, w, 48)
         if not len(boxes):
             return np.zeros((0, 5)), np.zeros((0, 5, 2))
-        reg, marks, probs = net.onet(_normalise(crops))
+        reg, marks, probs = outputs
         keep = probs[:, 1] > THRESHOLDS[2]
         boxes = torch.cat([boxes[keep, :4], probs[keep, 1:2]], dim=1)
         reg, marks = reg[keep], marks[keep]
@@ -238,6 +272,16 @@ class MTCNNDetector:
         boxes = bbreg(boxes, reg)
         pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], torch.zeros(len(boxes)), 0.7, "Min")
         return boxes[pick].cpu().numpy(), points[pick].cpu().numpy()
+
+
+def _balanced(items: list, n: int, weight) -> list[list]:
+    """items in at most n non-empty groups of about equal total weight (heaviest first to the lightest)."""
+    groups, totals = [[] for _ in range(max(1, min(n, len(items))))], [0.0] * max(1, min(n, len(items)))
+    for item in sorted(items, key=weight, reverse=True):
+        k = totals.index(min(totals))
+        groups[k].append(item)
+        totals[k] += weight(item)
+    return groups
 
 
 def _crops(photo, boxes: torch.Tensor, h: int, w: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
