@@ -306,6 +306,7 @@ def null_demo():
         outputs = [gr.Image(type="filepath"), gr.Dataframe(), gr.Markdown()]
         outputs += [gr.File(file_count="multiple"), gr.Gallery(), gr.JSON()]
         gr.Button().click(analyze, inputs, outputs, api_name="analyze")
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")  # as app.py sets it: the same Gradio
     demo.queue(default_concurrency_limit=2)
     return demo
 
