@@ -406,39 +406,78 @@ def bench_served(app: Server, photo: Path, requests: int, model: str) -> dict:
     return result
 
 
-def throughput(server: Server, photo: Path, callers: int, requests_each: int) -> dict:
-    """``callers`` threads, each with its own client, each making ``requests_each`` calls."""
-    from gradio_client import Client
+# One caller: a process of its own with its own gradio_client, as real clients are. (Threads of one process
+# share its interpreter lock, and gradio_client spends about 0.2 s of CPU per call: as threads, four
+# callers were held to about 5 calls/s by their own process, whatever the server could do.)
+CALLER = """
+import json, sys, time
+from gradio_client import Client, handle_file
+url, photo = sys.argv[1], sys.argv[2]
+client = Client(url, verbose=False)
+print("ready", flush=True)
+for line in sys.stdin:
+    latencies, errors = [], []
+    for _ in range(int(line)):
+        t = time.perf_counter()
+        try:
+            client.predict(handle_file(photo), "local", "", 0.3, None, False, api_name="/analyze")
+            latencies.append((time.perf_counter() - t) * 1000)
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+    print(json.dumps({"latencies": latencies, "errors": errors}), flush=True)
+"""
 
-    clients = [server.client] + [Client(server.url, verbose=False) for _ in range(callers - 1)]
-    latencies, errors, lock = [], [], threading.Lock()
 
-    def caller(client):
-        for _ in range(requests_each):
-            try:
-                ms = call(client, photo)
-                with lock:
-                    latencies.append(ms)
-            except Exception as exc:  # counted, and reported below
-                with lock:
-                    errors.append(f"{type(exc).__name__}: {exc}")
+class Callers:
+    """``n`` caller processes, started once and kept for every round."""
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=caller, args=(c,)) for c in clients]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
-    return {"wall_s": wall, "requests_per_s": len(latencies) / wall, "latencies": latencies, "errors": errors}
+    def __init__(self, url: str, photo: Path, n: int):
+        import subprocess
+        import sys
+
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+        command = [sys.executable, "-c", CALLER, url, str(photo)]
+        self.procs = [
+            subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+            for _ in range(n)
+        ]
+        for proc in self.procs:
+            if proc.stdout.readline().strip() != "ready":
+                self.close()
+                raise RuntimeError("a caller process did not start")
+
+    def run(self, callers: int, requests_each: int) -> dict:
+        """The first ``callers`` processes each make ``requests_each`` calls, all at the same time."""
+        chosen = self.procs[:callers]
+        start = time.perf_counter()
+        for proc in chosen:
+            proc.stdin.write(f"{requests_each}\n")
+            proc.stdin.flush()
+        answers = [json.loads(proc.stdout.readline()) for proc in chosen]
+        wall = time.perf_counter() - start
+        latencies = [ms for a in answers for ms in a["latencies"]]
+        errors = [e for a in answers for e in a["errors"]]
+        return {"wall_s": wall, "requests_per_s": len(latencies) / wall, "latencies": latencies, "errors": errors}
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.stdin.close()
+                proc.wait(timeout=30)
 
 
 def bench_concurrency(server: Server, photo: Path, callers: int, requests_each: int, rounds: int) -> dict:
-    """Throughput of 1 caller and of ``callers`` callers, in alternating rounds; medians of the rounds."""
+    """Throughput of 1 caller and of ``callers`` callers (each its own process), in alternating rounds;
+    medians of the rounds."""
+    pool = Callers(server.url, photo, callers)
     runs = {1: [], callers: []}
-    for _ in range(rounds):
-        for n in runs:
-            runs[n].append(throughput(server, photo, n, requests_each))
+    try:
+        pool.run(callers, 1)  # every caller warmed up
+        for _ in range(rounds):
+            for n in runs:
+                runs[n].append(pool.run(n, requests_each))
+    finally:
+        pool.close()
     result = {"photo": photo.name, "requests_per_caller": requests_each, "rounds": rounds}
     for n, rs in runs.items():
         latencies = [ms for r in rs for ms in r["latencies"]]
