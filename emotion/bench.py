@@ -7,12 +7,14 @@ All numbers of one run come from the same machine and process, so read them as r
 - options: eager vs SDPA attention on the classify stage;
 - detect: the app's MTCNN against stock facenet-pytorch MTCNN(keep_all=True).detect on each photo of
   ../shared/photos (downscaled to 1600 px as the app does), interleaved; the faces (score >= 0.9)
-  and boxes compared, the times summed;
+  and boxes compared, the times summed; beside it the detector held to one core (as each of two
+  concurrent detections is) and with two ONNX Runtime threads per network run instead of lanes;
 - end_to_end: per photo, the Pipeline itself (its own stage timings) plus rendering; p50/p95;
 - startup: `python app.py` until its first /analyze answer;
 - served: one gradio_client caller, app.py against a do-nothing app with the same /analyze
   signature, request by request in turn: the p50 ratio;
-- concurrency: the throughput of 4 callers against that of 1, in alternating rounds;
+- concurrency: the throughput of 4 callers against that of 1, in alternating rounds; each caller is a
+  process of its own (gradio_client), as real clients are, on the same cores as the server;
 - video: frames/s analysed on a clip panned over the Apollo crew photo, classification batched across
   frames (one forward per 16 frames) against one forward per frame (emotion.video.bench_video);
 - bulk: images/s of `python -m emotion.batch` over 200 images, local engine and Ray (emotion.batch.bench_bulk).

@@ -157,7 +157,7 @@ class MTCNNDetector:
         small = image if scale == 1.0 else image.resize((round(w * scale), round(h * scale)), Image.BILINEAR)
         if min(small.size) < 12:
             return []
-        rgb = np.asarray(small.convert("RGB"), dtype=np.uint8)
+        rgb = np.asarray(small if small.mode == "RGB" else small.convert("RGB"), dtype=np.uint8)  # read only
         with torch.inference_mode():
             boxes, points = self.stages(self._sampler(rgb))
         found = []
@@ -300,7 +300,7 @@ class TorchArea:
 
     def __init__(self, rgb: np.ndarray, device: torch.device):
         self.h, self.w = rgb.shape[:2]
-        pixels = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+        pixels = torch.from_numpy(rgb.copy()).to(device)  # a copy: the photo's array is read-only
         # contiguous NCHW: the resizes and convolutions are slower on the permuted (channels-last) view. The
         # bytes are reordered before the conversion to float: a quarter of the memory to move.
         self.pixels = pixels.permute(2, 0, 1).contiguous().unsqueeze(0).float()
