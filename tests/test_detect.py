@@ -212,6 +212,8 @@ def test_summed_area_resampling_is_torchs_area_resize_bit_for_bit(size):
     """The pyramid and the crops come from emotion.detectors.area on the CPU: the same float32 numbers as
     F.interpolate(mode="area") and adaptive_avg_pool2d, which stock MTCNN uses. (Bit for bit while torch's
     float32 sums are exact: windows under 65,000 pixels; MTCNN's, at least 12 per side of the photo, are.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
     import torch.nn.functional as F
 
@@ -223,6 +225,9 @@ def test_summed_area_resampling_is_torchs_area_resize_bit_for_bit(size):
     rgb[: h // 3] = rng.integers(0, 256, rgb[: h // 3].shape, dtype=np.uint8)  # noise: every bit counts
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).unsqueeze(0).float()
     sampler = AreaSampler(rgb)
+    with ThreadPoolExecutor(2) as pool:  # the table built in three bands of rows at once, as lanes build it
+        banded = AreaSampler(rgb, lambda fn, groups: list(pool.map(fn, groups)), parts=3)
+    assert np.array_equal(banded.table, sampler.table)
     for out in [(h, w), (max(1, h // 2), w * 2 // 3), (int(h * 0.43 + 1), int(w * 0.43 + 1)), (12, 12)]:
         assert torch.equal(sampler.resize(*out), F.interpolate(x, size=out, mode="area")), out
     y0 = rng.integers(0, h - 1, 50)

@@ -28,16 +28,33 @@ class AreaSampler:
     """``resize`` (a pyramid level) and ``crops`` (regions resized to a square), both (N, 3, h, w) float32
     tensors with values 0-255, from one (H, W, 3) uint8 photo."""
 
-    def __init__(self, rgb: np.ndarray):
+    def __init__(self, rgb: np.ndarray, spread=None, parts: int = 1):
+        """``spread(fn, groups)``: runs fn over the groups, perhaps at the same time (the detector's lanes);
+        the table is then built in ``parts`` bands of rows."""
         h, w, _ = rgb.shape
         self.h, self.w = h, w
         wide = np.int32 if 255 * (h + 1) * (w + 1) < 2**31 else np.int64  # int64 only for photos over 8.4 MP
         table = np.empty((h + 1, 3, w + 1), wide)
         table[0], table[:, :, 0] = 0, 0
-        # Along each row (numpy's cumulative sum is fast along the last, contiguous axis), then down the rows.
-        np.cumsum(np.ascontiguousarray(rgb.transpose(0, 2, 1)), axis=-1, dtype=wide, out=table[1:, :, 1:])
-        for i in range(1, h + 1):  # one vector add per row: far faster than a cumulative sum down axis 0
-            np.add(table[i - 1], table[i], out=table[i])
+        planar = rgb.transpose(0, 2, 1)  # (H, 3, W)
+
+        def band(rows):  # the band's own sums: along each row, then down the band from its first row
+            a, b = rows
+            # numpy's cumulative sum is fast along the last, contiguous axis; one vector add per row is far
+            # faster than a cumulative sum down axis 0.
+            np.cumsum(np.ascontiguousarray(planar[a:b]), axis=-1, dtype=wide, out=table[a + 1 : b + 1, :, 1:])
+            for i in range(a + 2, b + 1):
+                np.add(table[i - 1], table[i], out=table[i])
+
+        cuts = np.linspace(0, h, max(1, min(parts, h // 64)) + 1).astype(int)
+        bands = list(zip(cuts[:-1], cuts[1:]))
+        if spread and len(bands) > 1:
+            spread(band, bands)
+        else:
+            for rows in bands:
+                band(rows)
+        for a, b in bands[1:]:  # then each band gets the sums of every row above it
+            table[a + 1 : b + 1] += table[a]
         self.table = table  # table[i, c, j]: the sum of channel c over rows < i and columns < j
 
     def resize(self, out_h: int, out_w: int) -> torch.Tensor:
