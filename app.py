@@ -286,10 +286,10 @@ def make_handlers(settings: Settings, export_dir: Path):
 
         Returns:
             The annotated photo, a table, a status line, the page's downloads (none in an API answer: the JSON
-            document below holds the same), the heatmaps, and last a JSON document: {"faces": [{"box": [x1, y1, x2, y2], "label": the top emotion,
-            "scores": {each of the seven emotions: probability, summing to 1}, "above_threshold": [...],
-            "uncertain": true when the answer is weak}], "image_size": [width, height], "model", "backend",
-            "timing_ms", "message"}. Faces are ordered left to right.
+            document below holds the same), the heatmaps, and last a JSON document: {"faces": [{"box":
+            [x1, y1, x2, y2], "label": the top emotion, "scores": {each of the seven emotions: probability,
+            summing to 1}, "above_threshold": [...], "uncertain": true when the answer is weak}], "image_size":
+            [width, height], "model", "backend", "timing_ms", "message"}. Faces are ordered left to right.
         """
         start = time.perf_counter()
         image = _received(image)

@@ -235,7 +235,5 @@ def test_summed_area_resampling_is_torchs_area_resize_bit_for_bit(size):
     y1 = np.minimum(h, y0 + rng.integers(1, h + 1, 50))
     x1 = np.minimum(w, x0 + rng.integers(1, w + 1, 50))
     for side in (24, 48):
-        expected = torch.cat(
-            [F.adaptive_avg_pool2d(x[:, :, a:b, c:d], side) for a, b, c, d in zip(y0, y1, x0, x1)]
-        )
+        expected = torch.cat([F.adaptive_avg_pool2d(x[:, :, a:b, c:d], side) for a, b, c, d in zip(y0, y1, x0, x1)])
         assert torch.equal(sampler.crops(y0, y1, x0, x1, side), expected)

@@ -208,7 +208,8 @@ class MTCNNDetector:
         # Each lane takes scales of about equal pixels (the largest scale holds half of them); the boxes are
         # put back in the scales' order, so the result is the one-thread result.
         groups = _balanced(scales, self._lanes_now(), weight=lambda item: item[1] ** 2)
-        found = [boxes for _, boxes in sorted((r for part in self._spread(run, groups) for r in part), key=itemgetter(0))]
+        found = sorted((r for part in self._spread(run, groups) for r in part), key=itemgetter(0))
+        found = [boxes for _, boxes in found]
         boxes = torch.cat(found)
         # nms returns indices best first: the slice keeps the highest-scoring candidates.
         boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)][: self.max_candidates]
