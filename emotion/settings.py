@@ -47,6 +47,9 @@ class Settings:
     # "auto": bf16 on CUDA GPUs that have it natively (else fp16), fp16 on MPS, fp32 on CPU; or "float32",
     # "bfloat16", "float16". EMOTION_DTYPE sets it for a Space.
     dtype: str = field(default_factory=lambda: os.environ.get("EMOTION_DTYPE", "auto"))
+    # CPU classification with this project's own models (the bundled one, training's folders): "auto" runs them
+    # in ONNX Runtime (exported once from their safetensors, cached), "torch" keeps them on torch.
+    runtime: str = field(default_factory=lambda: os.environ.get("EMOTION_RUNTIME", "auto"))
     detector: str = "mtcnn"  # a name from emotion.detectors
     threshold: float = 0.3  # emotions at or above this probability are listed besides the top one
     # A face is "uncertain" when its top probability is below this, or leads the second by less than

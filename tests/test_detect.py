@@ -237,3 +237,42 @@ def test_summed_area_resampling_is_torchs_area_resize_bit_for_bit(size):
     for side in (24, 48):
         expected = torch.cat([F.adaptive_avg_pool2d(x[:, :, a:b, c:d], side) for a, b, c, d in zip(y0, y1, x0, x1)])
         assert torch.equal(sampler.crops(y0, y1, x0, x1, side), expected)
+
+
+def test_box_arithmetic_and_suppression_are_facenet_pytorchs_and_torchvisions_bit_for_bit():
+    """emotion.detectors.boxes against the helpers stock MTCNN calls, on random maps and boxes with many
+    equal scores (equal scores decide which box a suppression keeps)."""
+    import numpy as np
+    from facenet_pytorch.models.utils import detect_face as stock
+    from torchvision.ops import nms as torchvision_nms
+
+    from emotion.detectors import boxes
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        h, w = 5 + trial, 31 - trial
+        reg = torch.randn(1, 4, h, w, generator=g)
+        probs = torch.rand(1, h, w, generator=g)
+        probs[probs > 0.9] = 1.0  # saturated scores, as P-Net gives for clear faces
+        scale = 0.6 * 0.709**trial
+        expected, _ = stock.generateBoundingBox(reg, probs, scale, 0.6)
+        found = boxes.windows(reg, probs, scale, 0.6)
+        assert torch.equal(found, expected)
+
+        b = found[:, :9].clone()
+        offsets = torch.randn(len(b), 4, generator=g) * 0.2
+        assert torch.equal(boxes.regress(b, offsets)[:, :5], stock.bbreg(b.clone()[:, :5], offsets))
+        assert torch.equal(boxes.square(b)[:, :5], stock.rerec(b.clone()[:, :5]))
+        for ours, theirs in zip(boxes.clip(b, w * 12, h * 12), stock.pad(b.clone(), w * 12, h * 12)):
+            assert np.array_equal(ours, theirs)
+
+        for threshold in (0.5, 0.7):
+            assert torch.equal(boxes.nms(b[:, :4], b[:, 4], threshold), torchvision_nms(b[:, :4], b[:, 4], threshold))
+        ours = boxes.nms_min(b[:, :4], b[:, 4], 0.7)
+        theirs = stock.batched_nms_numpy(b[:, :4], b[:, 4], torch.zeros(len(b)), 0.7, "Min")
+        assert torch.equal(ours, theirs)
+    # Above MATRIX_NMS_MAX boxes the overlaps are computed one kept box at a time: the same answer.
+    many = torch.rand(3000, 2, generator=g) * 400
+    b = torch.cat([many, many + 10 + torch.rand(3000, 2, generator=g) * 30], 1)
+    scores = (torch.rand(3000, generator=g) * 20).round() / 20  # many ties
+    assert torch.equal(boxes.nms(b, scores, 0.5), torchvision_nms(b, scores, 0.5))

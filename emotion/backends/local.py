@@ -86,11 +86,12 @@ def load_model(
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     settings: Settings | None = None,
+    source: str | Path | None = None,
 ) -> LoadedModel:
     """A model and its image processor, from the bounded cache (loaded on first use).
 
     dtype: None or "auto" (bf16 on CUDA where the GPU has it natively, else fp16; fp16 on MPS; fp32 on
-    CPU), a torch dtype or its name.
+    CPU), a torch dtype or its name. source: what resolve(model) gave, when the caller has it already.
     """
     settings = settings or Settings()
     device = device if isinstance(device, torch.device) else pick_device(device or "auto")
@@ -99,7 +100,7 @@ def load_model(
         if dtype not in _DTYPES:
             raise ModelError(f"Unknown dtype '{dtype}': use auto, {', '.join(_DTYPES)}.")
         dtype = _DTYPES[dtype]
-    source = resolve(model)
+    source = resolve(model) if source is None else source
     _cache.max_items = settings.model_cache_models
     _cache.max_bytes = settings.model_cache_mb * 2**20
     _cache.failure_ttl_s = settings.model_failure_ttl_s
@@ -162,8 +163,9 @@ class LocalClassifier:
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
         settings: Settings | None = None,
+        source: str | Path | None = None,
     ):
-        self.loaded = load_model(model, device, dtype, settings)
+        self.loaded = load_model(model, device, dtype, settings, source)
         self.name = (model or "").strip() or BUNDLED  # as the caller spelled it, whoever loaded it first
 
     def preprocess(self, crops: list[Image.Image]) -> torch.Tensor:
@@ -202,5 +204,13 @@ class LocalClassifier:
         return self.postprocess(self.forward(self.preprocess(crops)))
 
 
-def build(model: str, settings: Settings, token: str | None = None) -> LocalClassifier:
-    return LocalClassifier(model or settings.model, settings.device, settings.dtype, settings)
+def build(model: str, settings: Settings, token: str | None = None):
+    """ONNX Runtime for this project's own model folders on the CPU (emotion.backends.onnx_local), torch for
+    everything else; both classify the same way."""
+    from emotion.backends import onnx_local
+
+    name = model or settings.model
+    source = resolve(name)
+    if onnx_local.usable(source, settings):
+        return onnx_local.OnnxClassifier((name or "").strip() or BUNDLED, source, settings)
+    return LocalClassifier(name, settings.device, settings.dtype, settings, source)

@@ -1,7 +1,8 @@
 """MTCNN with facenet-pytorch's three networks (their weights ship inside its wheel), run in stages here.
 
-The stages are facenet-pytorch's own (its helper functions do the box arithmetic, and the pyramid and the
-crops are its area resampling, number for number, so the boxes match stock MTCNN's); what differs:
+The stages are facenet-pytorch's own (the box arithmetic and the suppression are its and torchvision's,
+step for step, in emotion.detectors.boxes, and the pyramid and the crops are its area resampling, number for
+number, so the boxes match stock MTCNN's); what differs:
 
 - a budget: after the first and the second stage only the ``max_candidates`` best-scoring boxes go on.
   Stock MTCNN sends every candidate through the later networks, so a canvas of hundreds of tiny faces
@@ -36,20 +37,12 @@ from operator import itemgetter
 
 import numpy as np
 import torch
-from facenet_pytorch.models.utils.detect_face import (
-    batched_nms_numpy,
-    bbreg,
-    generateBoundingBox,
-    imresample,
-    pad,
-    rerec,
-)
 from PIL import Image
-from torch.nn.functional import adaptive_avg_pool2d
-from torchvision.ops import nms
+from torch.nn.functional import adaptive_avg_pool2d, interpolate
 
 from emotion.detectors import Detection
 from emotion.detectors.area import AreaSampler
+from emotion.detectors.boxes import clip, nms, nms_min, regress, square, windows
 from emotion.device import pick_device
 
 log = logging.getLogger(__name__)
@@ -200,7 +193,7 @@ class MTCNNDetector:
             for i, scale in group:
                 resized = photo.resize(int(h * scale + 1), int(w * scale + 1))
                 reg, probs = self.net.pnet(_normalise(resized))
-                boxes, _ = generateBoundingBox(reg, probs[:, 1], scale, THRESHOLDS[0])
+                boxes = windows(reg, probs[:, 1], scale, THRESHOLDS[0])
                 found.append((i, boxes[nms(boxes[:, :4], boxes[:, 4], 0.5)]))
             return found
 
@@ -223,7 +216,7 @@ class MTCNNDetector:
             ],
             dim=1,
         )
-        return rerec(regressed)
+        return square(regressed)
 
     def _networks_on_crops(self, network: str, photo, boxes: torch.Tensor, h: int, w: int, size: int) -> list:
         """The boxes that overlap the photo, then the network's outputs for their size x size crops; the
@@ -253,7 +246,7 @@ class MTCNNDetector:
         boxes = torch.cat([boxes[keep, :4], probs[keep, 1:2]], dim=1)
         reg = reg[keep]
         pick = nms(boxes[:, :4], boxes[:, 4], 0.7)[: self.max_candidates]
-        return rerec(bbreg(boxes[pick], reg[pick]))
+        return square(regress(boxes[pick], reg[pick]))
 
     def _output(self, photo, boxes: torch.Tensor, h: int, w: int):
         """Stage 3: O-Net on 48x48 crops -> final boxes, scores and five landmarks (numpy arrays)."""
@@ -270,8 +263,8 @@ class MTCNNDetector:
         xs = bw * marks[:, :5] + boxes[:, 0:1] - 1
         ys = bh * marks[:, 5:10] + boxes[:, 1:2] - 1
         points = torch.stack([xs, ys], dim=2)
-        boxes = bbreg(boxes, reg)
-        pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], torch.zeros(len(boxes)), 0.7, "Min")
+        boxes = regress(boxes, reg)
+        pick = nms_min(boxes[:, :4], boxes[:, 4], 0.7)
         return boxes[pick].cpu().numpy(), points[pick].cpu().numpy()
 
 
@@ -288,7 +281,7 @@ def _balanced(items: list, n: int, weight) -> list[list]:
 def _crops(photo, boxes: torch.Tensor, h: int, w: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The boxes that overlap the image, and their regions resized to size x size (as facenet-pytorch cuts
     them: the box clipped to the image, rows y - 1 to ey and columns x - 1 to ex, stretched to the square)."""
-    y, ey, x, ex = pad(boxes, w, h)
+    y, ey, x, ex = clip(boxes, w, h)
     valid = np.flatnonzero((ey > y - 1) & (ex > x - 1))
     if not len(valid):
         return boxes[:0], torch.zeros((0, 3, size, size))
@@ -307,11 +300,11 @@ class TorchArea:
         self.pixels = pixels.permute(2, 0, 1).contiguous().unsqueeze(0).float()
 
     def resize(self, out_h: int, out_w: int) -> torch.Tensor:
-        return imresample(self.pixels, (out_h, out_w))
+        return interpolate(self.pixels, size=(out_h, out_w), mode="area")
 
     def crops(self, y0, y1, x0, x1, size: int) -> torch.Tensor:
         regions = zip(y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist())
-        # What imresample (F.interpolate, mode "area") computes, called directly: hundreds of crops per photo
+        # What interpolate (mode "area") computes, called directly: hundreds of crops per photo
         # pay interpolate's argument handling each time.
         return torch.cat([adaptive_avg_pool2d(self.pixels[:, :, a:b, c:d], size) for a, b, c, d in regions])
 

@@ -12,6 +12,7 @@ maintained runtime, and a run holds no Python lock, so concurrent requests overl
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import logging
 import os
@@ -34,9 +35,11 @@ NETS = {
 
 
 def weights_folder() -> Path:
-    import facenet_pytorch
-
-    return Path(facenet_pytorch.__file__).resolve().parent / "data"
+    # Found without importing facenet_pytorch: its import brings torchvision's (seconds of start-up).
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("facenet-pytorch is not installed: it holds MTCNN's weights")
+    return Path(spec.submodule_search_locations[0]).resolve() / "data"
 
 
 def cache_folder() -> Path:
