@@ -30,6 +30,7 @@ from emotion.errors import EmotionError
 from emotion.image import image_size, load_image
 from emotion.pipeline import Pipeline
 from emotion.serving.export import download_stem, request_folder, save_image, write_exports
+from emotion.serving.queue import queue
 from emotion.serving.render import (
     DISPLAY_SIDE,
     TABLE_HEADERS,
@@ -789,12 +790,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             api_visibility="private",
             show_progress="hidden",
         )
-    # Gradio recomputes a pandas summary of up to 10,000 past events after every event, for its monitoring
-    # page, which this app does not turn on: 4 ms of CPU per request at first, 17 ms after 10,000 requests
-    # (measured). Once every 1,000 events is plenty. Read when the queue is made, so set just before.
-    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
-    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
-    return demo
+    return queue(demo, settings.concurrency, settings.queue_size)
 
 
 def _gallery_path(item):

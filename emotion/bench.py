@@ -12,7 +12,7 @@ All numbers of one run come from the same machine and process, so read them as r
 - end_to_end: per photo, the Pipeline itself (its own stage timings) plus rendering; p50/p95;
 - startup: `python app.py` until its first /analyze answer;
 - served: one gradio_client caller, app.py against a do-nothing app with the same /analyze
-  signature, request by request in turn: the p50 ratio;
+  signature, request by request in turn: the p50 ratio; and what each uses of a core while idle;
 - concurrency: the throughput of 4 callers against that of 1, in alternating rounds; each caller is a
   process of its own (gradio_client), as real clients are, on the same cores as the server;
 - video: frames/s analysed on a clip panned over the Apollo crew photo, classification batched across
@@ -307,9 +307,9 @@ def null_demo():
         outputs = [gr.Image(type="filepath"), gr.Dataframe(), gr.Markdown()]
         outputs += [gr.File(file_count="multiple"), gr.Gallery(), gr.JSON()]
         gr.Button().click(analyze, inputs, outputs, api_name="analyze")
-    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")  # as app.py sets it: the same Gradio
-    demo.queue(default_concurrency_limit=2)
-    return demo
+    from emotion.serving.queue import queue
+
+    return queue(demo, 2)  # as app.py sets up its queue: the same Gradio
 
 
 def serve_null_app() -> None:
@@ -379,6 +379,21 @@ def bench_startup(model: str, probe: Path) -> tuple[dict, Server]:
     return {"seconds_to_first_answer": server.seconds_to_first_answer}, server
 
 
+def idle_cpu_percent(pid: int, seconds: float = 3.0) -> float | None:
+    """The CPU a server process uses while nobody calls it, in % of one core (Linux's /proc; else None)."""
+
+    def used() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    try:
+        start = used()
+        time.sleep(seconds)
+        return (used() - start) / seconds * 100
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def bench_served(app: Server, photo: Path, requests: int, model: str) -> dict:
     """One caller, app.py against the do-nothing app, request by request in turn: the p50 ratio is what the
     analysis adds to a round trip that Gradio costs anyway."""
@@ -387,12 +402,15 @@ def bench_served(app: Server, photo: Path, requests: int, model: str) -> dict:
     try:
         for server in (app, null):
             call(server.client, photo)  # warm
+        idle = {"app": idle_cpu_percent(app.proc.pid), "null": idle_cpu_percent(null.proc.pid)}
         for _ in range(requests):
             times["app"].append(call(app.client, photo))
             times["null"].append(call(null.client, photo))
     finally:
         null.close()
     result = {"photo": photo.name, "requests": requests}
+    for name, value in idle.items():
+        result[f"{name}_idle_cpu_percent"] = value
     for name, values in times.items():
         result[f"{name}_p50_ms"] = percentile(values, 50)
         result[f"{name}_p95_ms"] = percentile(values, 95)
@@ -558,6 +576,11 @@ def table(report: dict) -> str:
             f"(p95 {s['app_p95_ms']:.0f}), do-nothing app p50 {s['null_p50_ms']:.0f} ms "
             f"(p95 {s['null_p95_ms']:.0f}): {s['p50_ratio']:.2f}x"
         )
+        if s.get("app_idle_cpu_percent") is not None:
+            lines.append(
+                f"idle, nobody calling: app {s['app_idle_cpu_percent']:.1f}% of a core, "
+                f"do-nothing app {s['null_idle_cpu_percent']:.1f}%"
+            )
     if report.get("concurrency"):
         c = report["concurrency"]
         one, many = c["1_callers"], c[f"{c['callers']}_callers"]

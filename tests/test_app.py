@@ -149,3 +149,16 @@ def test_the_pages_batch_downloads(page):
         "nasa_apollo11_crew_and_1_more.json",
     ]
     assert set(doc["photos"]) == {"nasa_apollo11_crew.jpg", "codait_bryan.png"}
+
+
+def test_the_queue_polls_gradios_way_at_this_apps_rate():
+    """emotion.serving.queue sets an attribute of Gradio's queue: an upgrade that drops it fails here."""
+    import gradio as gr
+
+    from emotion.serving.queue import POLL_S, queue
+
+    with gr.Blocks() as demo:
+        gr.Markdown("x")
+    queue(demo, 2, 8)
+    assert demo._queue.sleep_when_free == POLL_S
+    assert demo._queue.max_size == 8 and demo._queue.default_concurrency_limit == 2

@@ -58,3 +58,32 @@ def test_a_heatmap_overlay_keeps_the_face_visible_where_the_map_is_cold():
     assert cold > 0.95  # the face's own detail survives under a cold map
     hot = overlay[2:14, 2:14].reshape(-1, 3).mean(0)
     assert hot[0] > 150 and hot[2] < 120  # hot regions turn red
+
+
+def test_request_folders_expire_with_a_sweep_at_most_once_a_minute(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from emotion.serving import export
+
+    root = tmp_path / "exports"
+    root.mkdir()
+
+    def old_folder(name):
+        folder = root / name
+        folder.mkdir()
+        (folder / "faces.jpg").write_bytes(b"x")
+        past = time.time() - 3600
+        os.utime(folder, (past, past))
+        return folder
+
+    stale = old_folder("stale")
+    first = export.request_folder(root, max_age_s=600)
+    assert first.is_dir() and not stale.exists()  # the first request of the process sweeps
+    later = old_folder("later")
+    second = export.request_folder(root, max_age_s=600)
+    assert second.is_dir() and second != first and later.exists()  # not again within the minute
+    now = time.time()
+    monkeypatch.setattr(export.time, "time", lambda: now + export.SWEEP_EVERY_S)
+    export.request_folder(root, max_age_s=600)
+    assert not later.exists() and first.is_dir() and second.is_dir()  # a minute on: swept, fresh ones kept
