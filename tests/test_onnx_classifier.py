@@ -111,3 +111,15 @@ def test_serving_the_bundled_model_imports_neither_transformers_nor_torchvision(
     again = subprocess.run([sys.executable, "-c", code], **run)
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == "[]"
+
+
+def test_heatmaps_from_onnx_runtime_are_torchs(cache):
+    from emotion.explain import explain
+
+    crops = real_faces()[:2]
+    onnx = get_backend("local", "bundled", Settings())
+    found = explain(onnx, crops, grid=4, batch=8)
+    expected = explain(LocalClassifier("bundled", "cpu"), crops, grid=4, batch=8)
+    assert len(found) == 2 and [m.shape for m in found] == [m.shape for m in expected]
+    for a, b in zip(found, expected):
+        np.testing.assert_allclose(a, b, atol=1e-3)
