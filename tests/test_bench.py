@@ -33,7 +33,8 @@ def test_benchmark_smoke(tmp_path, capsys):
     assert report["end_to_end"][0]["faces"] == 1
     detect = report["detect"]
     assert detect["photos"][0]["faces_stock"] == 1 and detect["summary"]["ours"]["same_faces_on_every_photo"]
-    assert report["startup"]["seconds_to_first_answer"] > 0
+    assert report["startup"]["seconds_to_first_answer"] > 0 and report["startup"]["first_start_empty_cache_s"] > 0
+    assert report["served"]["app_idle_cpu_percent"] >= 0 and report["served"]["null_idle_cpu_percent"] >= 0
     assert report["served"]["p50_ratio"] > 0 and report["served"]["requests"] == 2
     assert report["concurrency"]["errors"] == 0 and report["concurrency"]["callers"] == 2
     printed = capsys.readouterr().out
