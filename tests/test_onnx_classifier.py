@@ -123,3 +123,20 @@ def test_heatmaps_from_onnx_runtime_are_torchs(cache):
     assert len(found) == 2 and [m.shape for m in found] == [m.shape for m in expected]
     for a, b in zip(found, expected):
         np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_a_failing_export_falls_back_to_torch_once(cache, tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    shutil.copytree(BUNDLED_MODEL_DIR, folder)
+    calls = []
+
+    def broken(_):
+        calls.append(1)
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr(onnx_local, "export", broken)
+    for _ in range(2):
+        clf = get_backend("local", str(folder), Settings())
+        assert isinstance(clf, LocalClassifier)
+        assert clf(real_faces()[:1]).shape == (1, 7)
+    assert calls == [1]  # not exported again on the next request

@@ -211,6 +211,13 @@ def build(model: str, settings: Settings, token: str | None = None):
 
     name = model or settings.model
     source = resolve(name)
-    if onnx_local.usable(source, settings):
-        return onnx_local.OnnxClassifier((name or "").strip() or BUNDLED, source, settings)
+    if onnx_local.usable(source, settings) and str(source) not in _no_onnx:
+        try:
+            return onnx_local.OnnxClassifier((name or "").strip() or BUNDLED, source, settings)
+        except Exception as exc:  # an exporter or runtime that fails on this folder: torch still works
+            log.warning("%s stays on torch: its ONNX export or session failed (%s)", source, exc)
+            _no_onnx.add(str(source))
     return LocalClassifier(name, settings.device, settings.dtype, settings, source)
+
+
+_no_onnx: set[str] = set()  # folders whose ONNX path failed once: not tried again by this process
