@@ -829,6 +829,7 @@ def warm_up(settings: Settings) -> threading.Thread:
 
     def load():
         try:
+            _share_cores(settings)  # as the request workers are set up: the classifier sessions they will use
             pipeline = Pipeline(settings)
             pipeline.backend("local", "")
             get_detector(settings.detector, settings)

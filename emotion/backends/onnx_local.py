@@ -206,8 +206,11 @@ class OnnxClassifier:
         _cache.max_items = settings.model_cache_models
         _cache.max_bytes = settings.model_cache_mb * 2**20
         _cache.failure_ttl_s = settings.model_failure_ttl_s
-        # One thread per run: ``concurrency`` requests classify at once, as torch gets cores // concurrency.
-        threads = max(1, (os.cpu_count() or 1) // max(1, settings.concurrency))
+        # As many threads as torch has on this thread: every core from a script or the CLI, and in the app
+        # cores // concurrency (each worker thread's share, set by app._share_cores). One session per count.
+        import torch
+
+        threads = max(1, torch.get_num_threads())
         self.loaded = _cache.get((str(folder), threads), lambda: _load(folder, threads), lambda m: m.nbytes)
         self.name = name
 
