@@ -824,8 +824,9 @@ def launch_options(settings: Settings) -> dict:
 
 def warm_up(settings: Settings) -> threading.Thread:
     """Loads the default model and the detector on a thread of its own while the page is built and the
-    server starts, so that the first visitor waits for neither: importing torch, transformers and
-    facenet-pytorch and loading both took about 6 s after the server was up (measured on two cores)."""
+    server starts, so that the first visitor waits for neither: importing torch and loading both (ONNX Runtime
+    sessions for the bundled model) takes about 2 s on two cores, and a first start ever also exports them to
+    ONNX (with transformers: about 5 s more)."""
 
     def load():
         try:

@@ -271,7 +271,7 @@ def test_box_arithmetic_and_suppression_are_facenet_pytorchs_and_torchvisions_bi
         ours = boxes.nms_min(b[:, :4], b[:, 4], 0.7)
         theirs = stock.batched_nms_numpy(b[:, :4], b[:, 4], torch.zeros(len(b)), 0.7, "Min")
         assert torch.equal(ours, theirs)
-    # Above MATRIX_NMS_MAX boxes the overlaps are computed one kept box at a time: the same answer.
+    # Many blocks of boxes (boxes.BLOCK at a time), with many ties: the same answer.
     many = torch.rand(3000, 2, generator=g) * 400
     b = torch.cat([many, many + 10 + torch.rand(3000, 2, generator=g) * 30], 1)
     scores = (torch.rand(3000, generator=g) * 20).round() / 20  # many ties

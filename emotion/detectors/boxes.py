@@ -14,7 +14,7 @@ import torch
 
 STRIDE = 2  # P-Net's output grid, in pixels of the scaled image
 CELL = 12  # P-Net's window side, in pixels of the scaled image
-MATRIX_NMS_MAX = 1024  # up to this many boxes, all overlaps are computed at once (a few MB at most)
+BLOCK = 256  # boxes whose overlaps nms computes at once (at most 256 x n floats)
 
 
 def windows(reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float) -> torch.Tensor:
@@ -68,39 +68,41 @@ def clip(boxes: torch.Tensor, w: int, h: int) -> tuple[np.ndarray, ...]:
 def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
     """Greedy non-maximum suppression (torchvision.ops.nms's): indices of the boxes kept, best score first;
     a box goes when its intersection over union with a better kept box exceeds ``threshold``. Equal scores
-    keep their input order (a stable sort)."""
+    keep their input order (a stable sort).
+
+    The overlaps are computed a block of BLOCK boxes at a time, only for boxes still in the running, against
+    every later box; each block's rows become bit masks (Python integers), so the greedy pass costs one
+    integer operation per box: 2-3x torchvision's C++ time for a few hundred boxes, where a plain loop over
+    numpy rows was 4-6x.
+    """
     b = boxes.detach().cpu().numpy().astype(np.float32, copy=False)
-    s = scores.detach().cpu().numpy()
-    order = np.argsort(-s, kind="stable")
+    order = np.argsort(-scores.detach().cpu().numpy(), kind="stable")
     x1, y1, x2, y2 = (np.ascontiguousarray(b[order, k]) for k in range(4))
     areas = (x2 - x1) * (y2 - y1)
     n = len(order)
-    removed = np.zeros(n, bool)
     keep = []
-    over = _overlaps(x1, y1, x2, y2, areas, slice(None)) > threshold if n <= MATRIX_NMS_MAX else None
-    for i in range(n):
-        if removed[i]:
+    removed = 0  # bit j set: the j-th box in score order is suppressed
+    for start in range(0, n, BLOCK):
+        live = [i for i in range(start, min(n, start + BLOCK)) if not (removed >> i) & 1]
+        if not live:
             continue
-        keep.append(i)
-        if over is not None:
-            removed |= over[i]
-        elif i + 1 < n:
-            rest = slice(i + 1, None)
-            removed[rest] |= _overlaps(x1, y1, x2, y2, areas, rest, i) > threshold
+        over = _overlaps(x1, y1, x2, y2, areas, np.array(live), slice(start, n)) > threshold
+        masks = np.packbits(over, axis=1, bitorder="little")  # row r, bit j: overlaps box start + j
+        for row, i in enumerate(live):
+            if (removed >> i) & 1:
+                continue
+            keep.append(i)
+            removed |= int.from_bytes(masks[row].tobytes(), "little") << start
     return torch.from_numpy(order[keep]).to(boxes.device)
 
 
-def _overlaps(x1, y1, x2, y2, areas, rest, i=None) -> np.ndarray:
-    """Intersection over union, in float32 as torchvision computes it: of box i with the boxes ``rest``, or
-    (i None) of every box with every box, an (n, n) matrix."""
-    if i is None:
-        a, b = (lambda v: v[:, None]), (lambda v: v[None, :])
-    else:
-        a, b = (lambda v: v[i]), (lambda v: v[rest])
-    w = np.maximum(np.float32(0), np.minimum(a(x2), b(x2)) - np.maximum(a(x1), b(x1)))
-    h = np.maximum(np.float32(0), np.minimum(a(y2), b(y2)) - np.maximum(a(y1), b(y1)))
+def _overlaps(x1, y1, x2, y2, areas, rows: np.ndarray, cols: slice) -> np.ndarray:
+    """(len(rows), n) intersection over union of the boxes ``rows`` with the boxes ``cols``, in float32 as
+    torchvision computes it."""
+    w = np.maximum(np.float32(0), np.minimum(x2[rows, None], x2[cols]) - np.maximum(x1[rows, None], x1[cols]))
+    h = np.maximum(np.float32(0), np.minimum(y2[rows, None], y2[cols]) - np.maximum(y1[rows, None], y1[cols]))
     inter = w * h
-    return inter / (a(areas) + b(areas) - inter)
+    return inter / (areas[rows, None] + areas[cols] - inter)
 
 
 def nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
