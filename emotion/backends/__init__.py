@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from emotion.errors import InputError
+from emotion.labels import LABELS
 
 
 class Backend(Protocol):
@@ -22,6 +23,17 @@ class Backend(Protocol):
     def __call__(self, crops: list[Image.Image]) -> np.ndarray:
         """(len(crops), 7) probabilities in the canonical label order (emotion.labels.LABELS)."""
         ...
+
+
+def arrange(probs: np.ndarray, order, flip_average: bool) -> np.ndarray:
+    """A local model's probabilities, (n, its labels), as every backend answers: each face's mirror image (the
+    second half of the batch, when ``flip_average``) averaged in, and the columns put in the canonical order
+    (``order``: the canonical index of each model output)."""
+    if flip_average:
+        probs = (probs[: len(probs) // 2] + probs[len(probs) // 2 :]) / 2
+    out = np.zeros((len(probs), len(LABELS)), np.float64)
+    out[:, list(order)] = probs
+    return out
 
 
 _MODULES = {

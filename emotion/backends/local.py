@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from emotion.backends import arrange
 from emotion.backends.cache import ModelCache
 from emotion.device import pick_device, pick_dtype
 from emotion.errors import ModelError
@@ -190,13 +191,8 @@ class LocalClassifier:
 
     def postprocess(self, logits: torch.Tensor) -> np.ndarray:
         """(n, 7) probabilities in the canonical label order."""
-        probs = (logits.float() / self.loaded.temperature).softmax(-1)
-        if self.loaded.flip_average:
-            probs = (probs[: len(probs) // 2] + probs[len(probs) // 2 :]) / 2
-        probs = probs.cpu().numpy()
-        out = np.zeros((len(probs), len(LABELS)), np.float64)
-        out[:, list(self.loaded.order)] = probs
-        return out
+        probs = (logits.float() / self.loaded.temperature).softmax(-1).cpu().numpy()
+        return arrange(probs, self.loaded.order, self.loaded.flip_average)
 
     def __call__(self, crops: list[Image.Image]) -> np.ndarray:
         if not crops:

@@ -18,8 +18,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +25,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from emotion.backends import arrange
 from emotion.backends.cache import ModelCache
 from emotion.labels import LABELS, label_mapping
+from emotion.onnx_runtime import cache_root, cached, session
 from emotion.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,9 +98,9 @@ def _on_cpu(device: str) -> bool:
 
 
 def cache_folder() -> Path:
-    """EMOTION_CACHE, else XDG_CACHE_HOME, else ~/.cache; then emotion/classifier-onnx."""
-    root = os.environ.get("EMOTION_CACHE") or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "emotion" / "classifier-onnx"
+    """emotion/classifier-onnx in the cache (emotion.onnx_runtime: EMOTION_CACHE, else XDG_CACHE_HOME, else
+    ~/.cache)."""
+    return cache_root() / "classifier-onnx"
 
 
 def fingerprint(folder: Path) -> str:
@@ -148,32 +148,13 @@ def export(folder: Path) -> bytes:
 
 def model_bytes(folder: Path) -> bytes:
     """The cached export for ``folder``, made now when missing. An unwritable cache only costs the export."""
-    path = cache_folder() / f"{fingerprint(folder)}.onnx"
-    if path.is_file():
-        return path.read_bytes()
-    log.info("exporting %s to ONNX", folder)
-    data = export(folder)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            f.write(data)
-        os.replace(f.name, path)  # atomic: another process never reads half a file
-    except OSError as exc:
-        log.warning("could not cache the ONNX model in %s: %s", path.parent, exc)
-    return data
+    return cached(cache_folder() / f"{fingerprint(folder)}.onnx", lambda: export(folder), str(folder))
 
 
 def _load(folder: Path, threads: int) -> OnnxModel:
-    import onnxruntime as ort
-
     info = plan(folder)
     config, processor, prep = info["config"], info["processor"], info["prep"]
     data = model_bytes(folder)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # the detector needs the cores
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     id2label = {int(k): v for k, v in config["id2label"].items()}
 
     # The processor's rescale and normalisation as one step, as its fast (torchvision) version fuses them.
@@ -182,7 +163,7 @@ def _load(folder: Path, threads: int) -> OnnxModel:
     mean = np.asarray(processor.get("image_mean", [0.5] * 3) if normalize else [0.0] * 3, np.float32) / rescale
     std = np.asarray(processor.get("image_std", [0.5] * 3) if normalize else [1.0] * 3, np.float32) / rescale
     return OnnxModel(
-        session=session,
+        session=session(data, threads),
         order=tuple(label_mapping(id2label)),
         grayscale=bool(prep.get("grayscale", False)),
         source_size=info["side"],
@@ -233,11 +214,7 @@ class OnnxClassifier:
         z = logits.astype(np.float64) / self.loaded.temperature
         probs = np.exp(z - z.max(-1, keepdims=True))
         probs /= probs.sum(-1, keepdims=True)
-        if self.loaded.flip_average:
-            probs = (probs[: len(probs) // 2] + probs[len(probs) // 2 :]) / 2
-        out = np.zeros((len(probs), len(LABELS)), np.float64)
-        out[:, list(self.loaded.order)] = probs
-        return out
+        return arrange(probs, self.loaded.order, self.loaded.flip_average)
 
     def __call__(self, crops: list[Image.Image]) -> np.ndarray:
         if not crops:

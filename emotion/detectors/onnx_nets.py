@@ -15,13 +15,14 @@ import hashlib
 import importlib.util
 import io
 import logging
-import os
-import tempfile
 import threading
 import warnings
 from pathlib import Path
 
 import torch
+
+from emotion.onnx_runtime import cache_root, cached
+from emotion.onnx_runtime import session as new_session
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,8 @@ def weights_folder() -> Path:
 
 
 def cache_folder() -> Path:
-    """EMOTION_CACHE, else XDG_CACHE_HOME, else ~/.cache; then emotion/mtcnn-onnx."""
-    root = os.environ.get("EMOTION_CACHE") or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "emotion" / "mtcnn-onnx"
+    """emotion/mtcnn-onnx in the cache (emotion.onnx_runtime: EMOTION_CACHE, else XDG_CACHE_HOME, else ~/.cache)."""
+    return cache_root() / "mtcnn-onnx"
 
 
 def fingerprint() -> str:
@@ -82,21 +82,8 @@ def export(name: str) -> bytes:
 
 def model_bytes(name: str, folder: Path | None = None) -> bytes:
     """The cached export of ``name``, made now when missing. An unwritable cache only costs the export time."""
-    folder = (folder or cache_folder()) / fingerprint()
-    path = folder / f"{name}.onnx"
-    if path.is_file():
-        return path.read_bytes()
-    log.info("exporting facenet-pytorch's %s to ONNX", name)
-    data = export(name)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        # Written aside and renamed: another process starting at the same time never reads half a file.
-        with tempfile.NamedTemporaryFile(dir=folder, suffix=".part", delete=False) as part:
-            part.write(data)
-        os.replace(part.name, path)
-    except OSError as exc:
-        log.warning("could not cache %s in %s: %s", name, folder, exc)
-    return data
+    path = (folder or cache_folder()) / fingerprint() / f"{name}.onnx"
+    return cached(path, lambda: export(name), f"facenet-pytorch's {name}")
 
 
 class OnnxModule(torch.nn.Module):
@@ -116,31 +103,17 @@ class OnnxModule(torch.nn.Module):
         return tuple(torch.from_numpy(out) for out in outputs)
 
 
-def _options(threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Idle pool threads sleep instead of spinning: the classifier and the other request need the cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
-
-
 # Shared by every detector of the process (the app's photo and webcam detectors too).
 _sessions: dict[tuple[str, int, Path | None], object] = {}
 _lock = threading.Lock()
 
 
 def session(name: str, threads: int, folder: Path | None = None):
-    import onnxruntime as ort
-
     with _lock:  # the first call exports (a second or two); the others wait for it instead of exporting too
         key = (name, threads, folder)
         if key not in _sessions:
             model = model_bytes(name, folder)
-            _sessions[key] = ort.InferenceSession(model, _options(threads), providers=["CPUExecutionProvider"])
+            _sessions[key] = new_session(model, threads)
         return _sessions[key]
 
 
