@@ -14,6 +14,7 @@ rescaled, normalised values). Everything else (hub models, GPUs, other dtypes) s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -51,8 +52,12 @@ class OnnxModel:
     nbytes: int
 
 
+@functools.lru_cache(maxsize=64)
 def plan(folder: Path) -> dict | None:
-    """What the ONNX path needs from a model folder, or None when the folder cannot take it exactly."""
+    """What the ONNX path needs from a model folder, or None when the folder cannot take it exactly.
+
+    Read once per folder and process, like the loaded models (the cache is keyed by the folder too): every
+    request asks, and need not read two JSON files each time. Treat the answer as read-only."""
     try:
         config = json.loads((folder / "config.json").read_text())
         processor = json.loads((folder / "preprocessor_config.json").read_text())
