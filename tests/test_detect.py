@@ -175,6 +175,50 @@ def test_onnx_export_is_cached_and_matches_the_wheels_torch_networks(tmp_path):
             np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)
 
 
+def test_openvino_runs_give_onnx_runtimes_outputs_at_every_size():
+    """R-Net and O-Net in OpenVINO cut batches into chunks of fixed sizes, and P-Net's levels are padded to
+    a multiple of 16 px with its last row or column recomputed at odd sides: outputs as ONNX Runtime's, in
+    the same shapes, for batches across the chunk sizes and levels of odd and even sides."""
+    import numpy as np
+
+    from emotion.detectors import onnx_nets
+
+    fast = onnx_nets.OnnxMTCNN(1)
+    exact = onnx_nets.OnnxMTCNN(1, runtime="onnxruntime")
+    assert isinstance(fast.pnet.session, onnx_nets.PaddedPNet)
+    assert type(fast.rnet.session).__name__ == "OpenVinoSession"
+    assert type(exact.rnet.session).__name__ == "InferenceSession"
+    rng = np.random.default_rng(0)
+
+    def same(name, shape):
+        x = rng.uniform(-1, 1, shape).astype(np.float32)
+        got = getattr(fast, name).session.run(None, {"x": x})
+        expected = getattr(exact, name).session.run(None, {"x": x})
+        assert [g.shape for g in got] == [e.shape for e in expected], (name, shape)
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e, atol=1e-5, err_msg=f"{name} {shape}")
+
+    for n in (1, 3, 4, 5, 32, 33, 70):
+        same("rnet", (n, 3, 24, 24))
+    for n in (1, 2, 17):
+        same("onet", (n, 3, 48, 48))
+    for h, w in [(283, 361), (201, 256), (100, 129), (97, 96), (64, 128), (57, 83), (13, 17), (12, 600)]:
+        same("pnet", (1, 3, h, w))
+    assert fast.rnet.session.run(None, {"x": np.zeros((0, 3, 24, 24), np.float32)})[0].shape == (0, 4)
+
+
+def test_without_openvino_every_network_runs_in_onnx_runtime(monkeypatch):
+    from emotion.detectors import onnx_nets
+
+    def missing(*args, **kwargs):
+        raise ImportError("No module named 'openvino'")
+
+    monkeypatch.setattr(onnx_nets, "openvino_session", missing)
+    monkeypatch.setattr(onnx_nets, "_sessions", {})
+    nets = onnx_nets.OnnxMTCNN(1)
+    assert {type(getattr(nets, n).session).__name__ for n in onnx_nets.NETS} == {"InferenceSession"}
+
+
 def test_an_unwritable_cache_still_detects(tmp_path):
     from emotion.detectors import onnx_nets
 
@@ -212,8 +256,6 @@ def test_summed_area_resampling_is_torchs_area_resize_bit_for_bit(size):
     """The pyramid and the crops come from emotion.detectors.area on the CPU: the same float32 numbers as
     F.interpolate(mode="area") and adaptive_avg_pool2d, which stock MTCNN uses. (Bit for bit while torch's
     float32 sums are exact: windows under 65,000 pixels; MTCNN's, at least 12 per side of the photo, are.)"""
-    from concurrent.futures import ThreadPoolExecutor
-
     import numpy as np
     import torch.nn.functional as F
 
@@ -225,9 +267,10 @@ def test_summed_area_resampling_is_torchs_area_resize_bit_for_bit(size):
     rgb[: h // 3] = rng.integers(0, 256, rgb[: h // 3].shape, dtype=np.uint8)  # noise: every bit counts
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).unsqueeze(0).float()
     sampler = AreaSampler(rgb)
-    with ThreadPoolExecutor(2) as pool:  # the table built in three bands of rows at once, as lanes build it
-        banded = AreaSampler(rgb, lambda fn, groups: list(pool.map(fn, groups)), parts=3)
-    assert np.array_equal(banded.table, sampler.table)
+    # The table, built CHUNK rows at a time, is the plain cumulative sum down the rows and along the columns.
+    plain = np.zeros((h + 1, 3, w + 1), np.int64)
+    plain[1:, :, 1:] = rgb.transpose(0, 2, 1).astype(np.int64).cumsum(0).cumsum(2)
+    assert np.array_equal(sampler.table, plain)
     for out in [(h, w), (max(1, h // 2), w * 2 // 3), (int(h * 0.43 + 1), int(w * 0.43 + 1)), (12, 12)]:
         assert torch.equal(sampler.resize(*out), F.interpolate(x, size=out, mode="area")), out
     y0 = rng.integers(0, h - 1, 50)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+CHUNK = 64  # rows of the table summed at a time: 64 rows of a 1600-px photo are 1.2 MB, about a core's cache
+
 
 def windows(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     """Start (inclusive) and end (exclusive) of each output pixel's window, as adaptive pooling has them."""
@@ -28,33 +30,24 @@ class AreaSampler:
     """``resize`` (a pyramid level) and ``crops`` (regions resized to a square), both (N, 3, h, w) float32
     tensors with values 0-255, from one (H, W, 3) uint8 photo."""
 
-    def __init__(self, rgb: np.ndarray, spread=None, parts: int = 1):
-        """``spread(fn, groups)``: runs fn over the groups, perhaps at the same time (the detector's lanes);
-        the table is then built in ``parts`` bands of rows."""
+    def __init__(self, rgb: np.ndarray):
         h, w, _ = rgb.shape
         self.h, self.w = h, w
         wide = np.int32 if 255 * (h + 1) * (w + 1) < 2**31 else np.int64  # int64 only for photos over 8.4 MP
         table = np.empty((h + 1, 3, w + 1), wide)
         table[0], table[:, :, 0] = 0, 0
         planar = rgb.transpose(0, 2, 1)  # (H, 3, W)
-
-        def band(rows):  # the band's own sums: along each row, then down the band from its first row
-            a, b = rows
-            # numpy's cumulative sum is fast along the last, contiguous axis; one vector add per row is far
-            # faster than a cumulative sum down axis 0.
-            np.cumsum(np.ascontiguousarray(planar[a:b]), axis=-1, dtype=wide, out=table[a + 1 : b + 1, :, 1:])
-            for i in range(a + 2, b + 1):
-                np.add(table[i - 1], table[i], out=table[i])
-
-        cuts = np.linspace(0, h, max(1, min(parts, h // 64)) + 1).astype(int)
-        bands = list(zip(cuts[:-1], cuts[1:]))
-        if spread and len(bands) > 1:
-            spread(band, bands)
-        else:
-            for rows in bands:
-                band(rows)
-        for a, b in bands[1:]:  # then each band gets the sums of every row above it
-            table[a + 1 : b + 1] += table[a]
+        # Each row's sums along its columns (numpy's cumulative sum is fast along the last, contiguous axis),
+        # then down the rows with one vector add per row (far faster than a cumulative sum down axis 0),
+        # CHUNK rows at a time, while they are still in the cache: 9 ms instead of 15 for a 1600 x 1124 photo.
+        # One thread: split in bands over two threads it was no faster (the adds are memory-bound and short).
+        for start in range(0, h, CHUNK):
+            end = min(h, start + CHUNK)
+            rows = table[start + 1 : end + 1, :, 1:]
+            np.cumsum(np.ascontiguousarray(planar[start:end]), axis=-1, dtype=wide, out=rows)
+            np.add(table[start, :, 1:], rows[0], out=rows[0])
+            for i in range(1, end - start):
+                np.add(rows[i - 1], rows[i], out=rows[i])
         self.table = table  # table[i, c, j]: the sum of channel c over rows < i and columns < j
 
     def resize(self, out_h: int, out_w: int) -> torch.Tensor:

@@ -6,7 +6,10 @@ of either re-exports; later starts only load the small files (P-Net 28 kB, R-Net
 
 Why ONNX Runtime: on two busy CPU cores, one thread each, it ran these narrow networks (10 to 128
 channels) 1.4x (P-Net) to 2x (R-Net, O-Net) faster than torch (about even on idle cores), it is a
-maintained runtime, and a run holds no Python lock, so concurrent requests overlap.
+maintained runtime, and a run holds no Python lock, so concurrent requests overlap. Where OpenVINO is
+installed (a requirement) the networks run in it instead, faster again (emotion.onnx_runtime.OpenVinoSession):
+R-Net and O-Net in batches of fixed sizes, P-Net on pyramid levels padded to a multiple of 16 px (PaddedPNet),
+so that a few shapes recur instead of a new one per level of every photo.
 """
 
 from __future__ import annotations
@@ -19,14 +22,18 @@ import threading
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from emotion.onnx_runtime import cache_root, cached
+from emotion.onnx_runtime import cache_root, cached, openvino_session
 from emotion.onnx_runtime import session as new_session
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
+CROP_BATCH = 32  # R-Net and O-Net crops per OpenVINO run (about its fastest per crop on one core)
+PAD = 16  # P-Net's levels are padded to a multiple of this many pixels per side for OpenVINO
+SMALL_LEVEL = 6000  # pixels: smaller levels run in ONNX Runtime, which is faster there (under 0.5 ms)
 # name -> (facenet-pytorch class, outputs in its forward's order, a sample input shape for the export)
 NETS = {
     "pnet": ("PNet", ("reg", "prob"), (1, 3, 64, 64)),
@@ -104,24 +111,76 @@ class OnnxModule(torch.nn.Module):
 
 
 # Shared by every detector of the process (the app's photo and webcam detectors too).
-_sessions: dict[tuple[str, int, Path | None], object] = {}
+_sessions: dict[tuple[str, int, Path | None, str], object] = {}
 _lock = threading.Lock()
 
 
-def session(name: str, threads: int, folder: Path | None = None):
+def session(name: str, threads: int, folder: Path | None = None, runtime: str = "auto"):
+    """``runtime`` "auto": OpenVINO for R-Net and O-Net where it is installed, else ONNX Runtime;
+    "onnxruntime": ONNX Runtime for all three."""
     with _lock:  # the first call exports (a second or two); the others wait for it instead of exporting too
-        key = (name, threads, folder)
+        key = (name, threads, folder, runtime)
         if key not in _sessions:
             model = model_bytes(name, folder)
-            _sessions[key] = new_session(model, threads)
+            _sessions[key] = _open(name, model, threads, runtime)
         return _sessions[key]
 
 
-class OnnxMTCNN:
-    """``pnet``, ``rnet`` and ``onet`` like facenet_pytorch.MTCNN's, run by ONNX Runtime on the CPU with
-    ``threads`` intra-op threads per run."""
+def _open(name: str, model: bytes, threads: int, runtime: str):
+    exact = new_session(model, threads)
+    if runtime == "auto":
+        try:
+            if name == "pnet":
+                return PaddedPNet(openvino_session(model, threads), exact)
+            return openvino_session(model, threads, CROP_BATCH)
+        except ImportError as exc:
+            log.warning("OpenVINO unavailable (%s): %s runs in ONNX Runtime", exc, name)
+    return exact
 
-    def __init__(self, threads: int, folder: Path | None = None):
+
+class PaddedPNet:
+    """P-Net on a pyramid level padded with zeros to a multiple of PAD pixels per side, its outputs cut back
+    to the level's: the same numbers as on the level itself.
+
+    P-Net is fully convolutional and its convolutions have no padding, so each output sees only its own
+    12 x 12 window, never the padding, with one exception: its max-pooling rounds up, so at an odd side the
+    last pooled row (column) is the maximum of one row alone, and padding would pair it with a row of
+    padding. At an odd side the last output row (column) is therefore computed again on the level's last
+    11 rows (columns), at their own size: the window of that output, pooled on the same grid (11 is odd, so
+    the strip starts at an even row).
+
+    ``fast`` is OpenVINO's session, ``exact`` ONNX Runtime's at the level's own size, used for the strips and
+    for levels under SMALL_LEVEL pixels.
+    """
+
+    def __init__(self, fast, exact):
+        self.fast, self.exact = fast, exact
+
+    def run(self, _outputs, feeds: dict) -> list[np.ndarray]:
+        (x,) = feeds.values()
+        n, c, h, w = x.shape
+        if h * w < SMALL_LEVEL or min(h, w) < 12:
+            return self.exact.run(None, {"x": x})
+        padded = np.zeros((n, c, -(-h // PAD) * PAD, -(-w // PAD) * PAD), x.dtype)
+        padded[:, :, :h, :w] = x
+        rows, cols = (h - 1) // 2 - 4, (w - 1) // 2 - 4  # P-Net's output size: ceil((side - 2) / 2) - 4
+        outputs = [np.ascontiguousarray(out[:, :, :rows, :cols]) for out in self.fast.run(None, {"x": padded})]
+        if h % 2:
+            strip = self.exact.run(None, {"x": np.ascontiguousarray(x[:, :, h - 11 :])})
+            for out, last in zip(outputs, strip):
+                out[:, :, -1:] = last
+        if w % 2:
+            strip = self.exact.run(None, {"x": np.ascontiguousarray(x[:, :, :, w - 11 :])})
+            for out, last in zip(outputs, strip):
+                out[:, :, :, -1:] = last
+        return outputs
+
+
+class OnnxMTCNN:
+    """``pnet``, ``rnet`` and ``onet`` like facenet_pytorch.MTCNN's, run on the CPU with ``threads`` threads
+    per run (``runtime``: see session)."""
+
+    def __init__(self, threads: int, folder: Path | None = None, runtime: str = "auto"):
         self.threads = max(1, threads)
         for name in NETS:
-            setattr(self, name, OnnxModule(name, session(name, self.threads, folder)))
+            setattr(self, name, OnnxModule(name, session(name, self.threads, folder, runtime)))
