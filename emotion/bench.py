@@ -8,13 +8,14 @@ All numbers of one run come from the same machine and process, so read them as r
 - detect: the app's MTCNN against stock facenet-pytorch MTCNN(keep_all=True).detect on each photo of
   ../shared/photos (downscaled to 1600 px as the app does), interleaved; the faces (score >= 0.9)
   and boxes compared, the times summed; beside it the detector held to one core (as each of two
-  concurrent detections is) and with two ONNX Runtime threads per network run instead of lanes;
+  concurrent detections is) and with two threads per network run instead of lanes;
 - end_to_end: per photo, the Pipeline itself (its own stage timings) plus rendering; p50/p95;
 - startup: `python app.py` until its first /analyze answer, and the same for a first start (empty cache);
 - served: one gradio_client caller, app.py against a do-nothing app with the same /analyze
   signature, request by request in turn: the p50 ratio; and what each uses of a core while idle;
 - concurrency: the throughput of 4 callers against that of 1, in alternating rounds; each caller is a
-  process of its own (gradio_client), as real clients are, on the same cores as the server;
+  process of its own (gradio_client), as real clients are, on the same cores as the server; the CPU per
+  request of the server and of the callers; then the same for the do-nothing app;
 - video: frames/s analysed on a clip panned over the Apollo crew photo, classification batched across
   frames (one forward per 16 frames) against one forward per frame (emotion.video.bench_video);
 - bulk: images/s of `python -m emotion.batch` over 200 images, local engine and Ray (emotion.batch.bench_bulk).
@@ -393,19 +394,29 @@ def bench_startup(model: str, probe: Path) -> tuple[dict, Server]:
     return result, server
 
 
-def idle_cpu_percent(pid: int, seconds: float = 3.0) -> float | None:
-    """The CPU a server process uses while nobody calls it, in % of one core (Linux's /proc; else None)."""
-
-    def used() -> float:
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time a process has used so far, user + system (Linux's /proc; else None)."""
+    try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-    try:
-        start = used()
-        time.sleep(seconds)
-        return (used() - start) / seconds * 100
     except (OSError, ValueError, IndexError):
         return None
+
+
+def idle_cpu_percent(pid: int, seconds: float = 3.0) -> float | None:
+    """The CPU a server process uses while nobody calls it, in % of one core (Linux's /proc; else None)."""
+    start = cpu_seconds(pid)
+    time.sleep(seconds)
+    end = cpu_seconds(pid)
+    return None if start is None or end is None else (end - start) / seconds * 100
+
+
+def cpu_ms_per_request(pids: list[int], before: list, requests: int) -> float | None:
+    """CPU the processes used since ``before`` (their cpu_seconds then), per request, in ms."""
+    after = [cpu_seconds(pid) for pid in pids]
+    if requests == 0 or any(v is None for v in (*before, *after)):
+        return None
+    return (sum(after) - sum(before)) / requests * 1000
 
 
 def bench_served(app: Server, photo: Path, requests: int, model: str) -> dict:
@@ -479,9 +490,12 @@ class Callers:
                 self.close()
                 raise RuntimeError("a caller process did not start")
 
-    def run(self, callers: int, requests_each: int) -> dict:
-        """The first ``callers`` processes each make ``requests_each`` calls, all at the same time."""
+    def run(self, callers: int, requests_each: int, server_pid: int | None = None) -> dict:
+        """The first ``callers`` processes each make ``requests_each`` calls, all at the same time; with
+        ``server_pid``, also the CPU the server and the callers used per request."""
         chosen = self.procs[:callers]
+        pids = [proc.pid for proc in chosen]
+        before = [cpu_seconds(pid) for pid in pids], cpu_seconds(server_pid) if server_pid else None
         start = time.perf_counter()
         for proc in chosen:
             proc.stdin.write(f"{requests_each}\n")
@@ -490,7 +504,11 @@ class Callers:
         wall = time.perf_counter() - start
         latencies = [ms for a in answers for ms in a["latencies"]]
         errors = [e for a in answers for e in a["errors"]]
-        return {"wall_s": wall, "requests_per_s": len(latencies) / wall, "latencies": latencies, "errors": errors}
+        run = {"wall_s": wall, "requests_per_s": len(latencies) / wall, "latencies": latencies, "errors": errors}
+        if server_pid:
+            run["server_cpu_ms"] = cpu_ms_per_request([server_pid], [before[1]], len(latencies))
+            run["callers_cpu_ms"] = cpu_ms_per_request(pids, before[0], len(latencies))
+        return run
 
     def close(self) -> None:
         for proc in self.procs:
@@ -499,31 +517,15 @@ class Callers:
                 proc.wait(timeout=30)
 
 
-def bench_concurrency(server: Server, photo: Path, callers: int, requests_each: int, rounds: int) -> dict:
+def bench_concurrency(
+    server: Server, photo: Path, callers: int, requests_each: int, rounds: int, model: str | None = None
+) -> dict:
     """Throughput of 1 caller and of ``callers`` callers (each its own process), in alternating rounds;
-    medians of the rounds."""
-    pool = Callers(server.url, photo, callers)
-    runs = {1: [], callers: []}
-    try:
-        pool.run(callers, 1)  # every caller warmed up
-        for _ in range(rounds):
-            for n in runs:
-                runs[n].append(pool.run(n, requests_each))
-    finally:
-        pool.close()
-    result = {"photo": photo.name, "requests_per_caller": requests_each, "rounds": rounds}
-    for n, rs in runs.items():
-        latencies = [ms for r in rs for ms in r["latencies"]]
-        result[f"{n}_callers"] = {
-            "requests_per_s": statistics.median(r["requests_per_s"] for r in rs),
-            "p50_ms": percentile(latencies, 50),
-            "p95_ms": percentile(latencies, 95),
-            "errors": sum(len(r["errors"]) for r in rs),
-            "error_samples": [e for r in rs for e in r["errors"]][:3],
-        }
-    result["callers"] = callers
-    result["errors"] = sum(result[f"{n}_callers"]["errors"] for n in runs)
-    result["throughput_ratio"] = result[f"{callers}_callers"]["requests_per_s"] / result["1_callers"]["requests_per_s"]
+    medians of the rounds, and the CPU the server and the callers used per request (the callers share the
+    machine's cores with the server). With ``model``, the do-nothing app is measured the same way after it
+    (``do_nothing_app``): the ratio Gradio and the callers allow at all on this machine."""
+    result = {"photo": photo.name, "requests_per_caller": requests_each, "rounds": rounds, "callers": callers}
+    result.update(_throughputs(server, photo, callers, requests_each, rounds))
     log.info(
         "concurrency: 1 caller %.2f req/s, %d callers %.2f req/s: %.2fx",
         result["1_callers"]["requests_per_s"],
@@ -531,6 +533,40 @@ def bench_concurrency(server: Server, photo: Path, callers: int, requests_each: 
         result[f"{callers}_callers"]["requests_per_s"],
         result["throughput_ratio"],
     )
+    if model:
+        null = Server(["-c", "from emotion.bench import serve_null_app; serve_null_app()"], model, photo)
+        try:
+            result["do_nothing_app"] = _throughputs(null, photo, callers, requests_each, rounds)
+        finally:
+            null.close()
+        log.info("concurrency, do-nothing app: %.2fx", result["do_nothing_app"]["throughput_ratio"])
+    return result
+
+
+def _throughputs(server: Server, photo: Path, callers: int, requests_each: int, rounds: int) -> dict:
+    pool = Callers(server.url, photo, callers)
+    runs = {1: [], callers: []}
+    try:
+        pool.run(callers, 1)  # every caller warmed up
+        for _ in range(rounds):
+            for n in runs:
+                runs[n].append(pool.run(n, requests_each, server.proc.pid))
+    finally:
+        pool.close()
+    result = {}
+    for n, rs in runs.items():
+        latencies = [ms for r in rs for ms in r["latencies"]]
+        cpu = {key: [r[key] for r in rs if r.get(key) is not None] for key in ("server_cpu_ms", "callers_cpu_ms")}
+        result[f"{n}_callers"] = {
+            "requests_per_s": statistics.median(r["requests_per_s"] for r in rs),
+            "p50_ms": percentile(latencies, 50),
+            "p95_ms": percentile(latencies, 95),
+            **{f"{key}_per_request": statistics.median(v) if v else None for key, v in cpu.items()},
+            "errors": sum(len(r["errors"]) for r in rs),
+            "error_samples": [e for r in rs for e in r["errors"]][:3],
+        }
+    result["errors"] = sum(result[f"{n}_callers"]["errors"] for n in runs)
+    result["throughput_ratio"] = result[f"{callers}_callers"]["requests_per_s"] / result["1_callers"]["requests_per_s"]
     return result
 
 
@@ -606,6 +642,21 @@ def table(report: dict) -> str:
             f"{c['callers']} callers {many['requests_per_s']:.2f} req/s (p50 {many['p50_ms']:.0f} ms): "
             f"{c['throughput_ratio']:.2f}x, {c['errors']} errors"
         )
+        cpu = [
+            f"{label} {one.get(f'{key}_cpu_ms_per_request') or 0:.0f} ms with 1 caller, "
+            f"{many.get(f'{key}_cpu_ms_per_request') or 0:.0f} ms with {c['callers']}"
+            for key, label in (("server", "server"), ("callers", "callers"))
+        ]
+        lines.append("  CPU per request: " + "; ".join(cpu))
+        if c.get("do_nothing_app"):
+            null = c["do_nothing_app"]
+            null_one, null_many = null["1_callers"], null[f"{c['callers']}_callers"]
+            lines.append(
+                f"  do-nothing app, same callers: {null_one['requests_per_s']:.2f} vs "
+                f"{null_many['requests_per_s']:.2f} req/s: {null['throughput_ratio']:.2f}x; server CPU per request "
+                f"{null_one.get('server_cpu_ms_per_request') or 0:.0f} ms, callers "
+                f"{null_one.get('callers_cpu_ms_per_request') or 0:.0f} ms"
+            )
     if report.get("video"):
         v = report["video"]
         b, f = v["batched"], v["per_frame"]
@@ -670,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
         # The alternatives: what each of two concurrent detections gets (one core), and both cores given to
         # each network run instead of the work spread over them.
         cpu = torch.device("cpu")
-        variants = {"1 core": MTCNNDetector(cpu, threads=1), "2 ORT threads": MTCNNDetector(cpu, threads=2)}
+        variants = {"1 core": MTCNNDetector(cpu, threads=1), "2 threads per run": MTCNNDetector(cpu, threads=2)}
         report["detect"] = bench_detect(photos, max(3, args.repeats // 2), variants)
     if photos and not {"startup", "served", "concurrency"} <= set(args.skip):
         probe = next((p for p in photos if p.name == "nasa_apollo11_crew.jpg"), photos[0])
@@ -681,7 +732,9 @@ def main(argv: list[str] | None = None) -> int:
             if "served" not in args.skip:
                 report["served"] = bench_served(app, probe, args.served_requests, "bundled")
             if "concurrency" not in args.skip:
-                report["concurrency"] = bench_concurrency(app, probe, args.callers, args.requests, args.rounds)
+                report["concurrency"] = bench_concurrency(
+                    app, probe, args.callers, args.requests, args.rounds, "bundled"
+                )
         finally:
             app.close()
     if "video" not in args.skip and photos:

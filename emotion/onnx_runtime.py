@@ -98,7 +98,7 @@ class OpenVinoSession:
         (x,) = feeds.values()
         request = self._request()
         if self.batch is None:
-            return list(request.infer({0: np.ascontiguousarray(x)}).to_tuple())
+            return list(request.infer({0: np.ascontiguousarray(x)}, share_inputs=True).to_tuple())
         parts = []
         for start in range(0, len(x), self.batch):
             chunk = x[start : start + self.batch]
@@ -106,7 +106,7 @@ class OpenVinoSession:
             padded = min(self.batch, max(self.batch // 8, 1 << (rows - 1).bit_length()))
             if padded > rows:
                 chunk = np.concatenate([chunk, np.zeros((padded - rows, *chunk.shape[1:]), chunk.dtype)])
-            result = request.infer({0: np.ascontiguousarray(chunk)})
+            result = request.infer({0: np.ascontiguousarray(chunk)}, share_inputs=True)  # read, not copied
             parts.append([out[:rows] for out in result.to_tuple()])
         if not parts:  # no rows: what the model gives for none, in the outputs' shapes
             return [out[:0] for out in request.infer({0: np.zeros((1, *x.shape[1:]), x.dtype)}).to_tuple()]

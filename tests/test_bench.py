@@ -37,5 +37,7 @@ def test_benchmark_smoke(tmp_path, capsys):
     assert report["served"]["app_idle_cpu_percent"] >= 0 and report["served"]["null_idle_cpu_percent"] >= 0
     assert report["served"]["p50_ratio"] > 0 and report["served"]["requests"] == 2
     assert report["concurrency"]["errors"] == 0 and report["concurrency"]["callers"] == 2
+    assert report["concurrency"]["do_nothing_app"]["errors"] == 0
+    assert report["concurrency"]["1_callers"]["server_cpu_ms_per_request"] > 0
     printed = capsys.readouterr().out
     assert "seed loop" in printed and "do-nothing app" in printed and "stock" in printed

@@ -161,8 +161,9 @@ class PaddedPNet:
         n, c, h, w = x.shape
         if h * w < SMALL_LEVEL or min(h, w) < 12:
             return self.exact.run(None, {"x": x})
-        padded = np.zeros((n, c, -(-h // PAD) * PAD, -(-w // PAD) * PAD), x.dtype)
+        padded = np.empty((n, c, -(-h // PAD) * PAD, -(-w // PAD) * PAD), x.dtype)
         padded[:, :, :h, :w] = x
+        padded[:, :, h:], padded[:, :, :h, w:] = 0, 0  # the padding: any finite value would do
         rows, cols = (h - 1) // 2 - 4, (w - 1) // 2 - 4  # P-Net's output size: ceil((side - 2) / 2) - 4
         outputs = [np.ascontiguousarray(out[:, :, :rows, :cols]) for out in self.fast.run(None, {"x": padded})]
         if h % 2:
