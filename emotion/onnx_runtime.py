@@ -86,6 +86,10 @@ class OpenVinoSession:
         }
         self._local = threading.local()
 
+    def prepare(self) -> None:
+        """Compiles the calling thread's copy now (about 0.05 s for each of MTCNN's networks)."""
+        self._request()
+
     def _request(self):
         request = getattr(self._local, "request", None)
         if request is None:

@@ -113,12 +113,15 @@ class MTCNNDetector:
         self._cores = os.cpu_count() or 1
         self._running = 0
         self._count_lock = threading.Lock()
-        self._pool = _one_torch_thread_pool(workers)
+        # Each thread prepares its own copy of the networks now, not at the first request (emotion.onnx_runtime:
+        # OpenVINO compiles one per thread, about 0.15 s for the three).
+        prepare = getattr(self.net, "prepare", None)
+        self._pool = _one_torch_thread_pool(workers, prepare)
         # Lanes: threads that take part of a lone detection's work (pyramid scales, crop batches), one core
         # each. Splitting the work beat giving each network run two threads (measured on two cores: P-Net
         # ran only 1.3x faster with two ONNX Runtime threads), and the numpy work in between is split too.
         lanes = min(self._cores, MAX_LANES) if device.type == "cpu" and not threads else 1
-        self._lanes = _one_torch_thread_pool(lanes - 1) if lanes > 1 else None
+        self._lanes = _one_torch_thread_pool(lanes - 1, prepare) if lanes > 1 else None
         self._max_lanes = lanes
 
     @property
@@ -311,8 +314,8 @@ class TorchArea:
         return torch.cat([adaptive_avg_pool2d(self.pixels[:, :, a:b, c:d], size) for a, b, c, d in regions])
 
 
-def _one_torch_thread_pool(workers: int) -> ThreadPoolExecutor:
-    """Threads for the detections, each with one torch thread.
+def _one_torch_thread_pool(workers: int, prepare=None) -> ThreadPoolExecutor:
+    """Threads for the detections, each with one torch thread; ``prepare()``, if given, runs in each at start.
 
     torch parallelises every area resize, hundreds of tiny crops per photo among them, over its OpenMP
     threads; on two busy cores each such region waits milliseconds for the second thread to be scheduled
@@ -326,7 +329,11 @@ def _one_torch_thread_pool(workers: int) -> ThreadPoolExecutor:
     def one_thread():
         torch.get_num_threads()  # torch's per-thread set-up first, or it would later reset the count
         torch.set_num_threads(1)
-        started.wait()
+        try:
+            if prepare:
+                prepare()
+        finally:
+            started.wait()
 
     pool = ThreadPoolExecutor(workers, "mtcnn", initializer=one_thread)
     for _ in range(workers):  # start every thread now (each submit while none is idle starts one)

@@ -156,6 +156,9 @@ class PaddedPNet:
     def __init__(self, fast, exact):
         self.fast, self.exact = fast, exact
 
+    def prepare(self) -> None:
+        self.fast.prepare()
+
     def run(self, _outputs, feeds: dict) -> list[np.ndarray]:
         (x,) = feeds.values()
         n, c, h, w = x.shape
@@ -185,3 +188,8 @@ class OnnxMTCNN:
         self.threads = max(1, threads)
         for name in NETS:
             setattr(self, name, OnnxModule(name, session(name, self.threads, folder, runtime)))
+
+    def prepare(self) -> None:
+        """Readies the calling thread's copy of each network (OpenVINO compiles one per thread)."""
+        for name in NETS:
+            getattr(getattr(self, name).session, "prepare", lambda: None)()
