@@ -53,11 +53,12 @@ def session(model: bytes, threads: int):
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def openvino_session(model: bytes, threads: int, batch: int | None = None):
-    """``model`` compiled by OpenVINO for the CPU, with ONNX Runtime's ``run``; ImportError without OpenVINO."""
+def openvino_session(model: bytes, threads: int, sample: tuple, batch: int | None = None):
+    """``model`` compiled by OpenVINO for the CPU, with ONNX Runtime's ``run``; ImportError without OpenVINO.
+    ``sample``: an input shape the model accepts, run once now (see OpenVinoSession)."""
     import openvino
 
-    return OpenVinoSession(openvino, model, threads, batch)
+    return OpenVinoSession(openvino, model, threads, sample, batch)
 
 
 class OpenVinoSession:
@@ -72,9 +73,14 @@ class OpenVinoSession:
     Each calling thread compiles its own copy: one compiled model runs one request at a time, so lanes of a
     detection would take turns on it. OpenVINO's pinning is off, or each one-thread copy would be pinned to
     the same core; the precision is fixed at float32, which is not the default on CPUs with bfloat16 units.
+
+    The session runs once on zeros of the ``sample`` shape as it is made: OpenVINO's Python layer sets up
+    some of its state at the first run of the process, and two threads making that first run at once
+    deadlocked (one holding the interpreter lock, the other that set-up: seen with two lanes of a detection).
+    Sessions are made one at a time (emotion.detectors.onnx_nets holds a lock), so that first run is alone.
     """
 
-    def __init__(self, openvino, model: bytes, threads: int, batch: int | None = None):
+    def __init__(self, openvino, model: bytes, threads: int, sample: tuple, batch: int | None = None):
         self.core = openvino.Core()
         self.model = self.core.read_model(model)
         self.batch = batch
@@ -85,6 +91,7 @@ class OpenVinoSession:
             "ENABLE_CPU_PINNING": False,
         }
         self._local = threading.local()
+        self.run(None, {"x": np.zeros(sample, np.float32)})
 
     def prepare(self) -> None:
         """Compiles the calling thread's copy now (about 0.05 s for each of MTCNN's networks)."""

@@ -207,6 +207,31 @@ def test_openvino_runs_give_onnx_runtimes_outputs_at_every_size():
     assert fast.rnet.session.run(None, {"x": np.zeros((0, 3, 24, 24), np.float32)})[0].shape == (0, 4)
 
 
+def test_an_openvino_session_has_run_once_when_it_is_made():
+    """Two threads making the process's first OpenVINO run at once deadlocked in OpenVINO's Python layer
+    (seen with two lanes of one detection): each session runs once, alone, in the thread that makes it."""
+    import threading
+
+    import numpy as np
+
+    from emotion.detectors import onnx_nets
+    from emotion.onnx_runtime import openvino_session
+
+    seen = {}
+
+    def make():
+        session = openvino_session(onnx_nets.model_bytes("rnet"), 1, (1, 3, 24, 24))
+        # This thread's copy has run on the sample: its output holds one row (none before any run).
+        seen.update(session=session, rows=list(session._local.request.get_output_tensor(0).shape))
+
+    thread = threading.Thread(target=make)
+    thread.start()
+    thread.join()
+    assert seen["rows"] == [1, 4]
+    outputs = seen["session"].run(None, {"x": np.zeros((3, 3, 24, 24), np.float32)})  # this thread: its own copy
+    assert [o.shape for o in outputs] == [(3, 4), (3, 2)]
+
+
 def test_without_openvino_every_network_runs_in_onnx_runtime(monkeypatch):
     from emotion.detectors import onnx_nets
 

@@ -7,8 +7,8 @@ number, so the boxes match stock MTCNN's); what differs:
 - a budget: after the first and the second stage only the ``max_candidates`` best-scoring boxes go on.
   Stock MTCNN sends every candidate through the later networks, so a canvas of hundreds of tiny faces
   costs tens of seconds; here it costs at most two bounded batches.
-- on the CPU the networks run in ONNX Runtime (emotion.detectors.onnx_nets), faster than torch's
-  convolutions for these narrow networks; on a GPU they stay facenet-pytorch's torch modules.
+- on the CPU the networks run in OpenVINO, else ONNX Runtime (emotion.detectors.onnx_nets), faster than
+  torch's convolutions for these narrow networks; on a GPU they stay facenet-pytorch's torch modules.
 - on the CPU the pyramid and the crops come from one summed-area table of the photo
   (emotion.detectors.area): the same float32 numbers as torch's area resize, without reading the whole
   photo once per scale and every box once per crop.

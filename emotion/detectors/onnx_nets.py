@@ -116,7 +116,7 @@ _lock = threading.Lock()
 
 
 def session(name: str, threads: int, folder: Path | None = None, runtime: str = "auto"):
-    """``runtime`` "auto": OpenVINO for R-Net and O-Net where it is installed, else ONNX Runtime;
+    """``runtime`` "auto": OpenVINO where it is installed (P-Net through PaddedPNet), else ONNX Runtime;
     "onnxruntime": ONNX Runtime for all three."""
     with _lock:  # the first call exports (a second or two); the others wait for it instead of exporting too
         key = (name, threads, folder, runtime)
@@ -129,10 +129,11 @@ def session(name: str, threads: int, folder: Path | None = None, runtime: str = 
 def _open(name: str, model: bytes, threads: int, runtime: str):
     exact = new_session(model, threads)
     if runtime == "auto":
+        sample = NETS[name][2]
         try:
             if name == "pnet":
-                return PaddedPNet(openvino_session(model, threads), exact)
-            return openvino_session(model, threads, CROP_BATCH)
+                return PaddedPNet(openvino_session(model, threads, sample), exact)
+            return openvino_session(model, threads, sample, CROP_BATCH)
         except ImportError as exc:
             log.warning("OpenVINO unavailable (%s): %s runs in ONNX Runtime", exc, name)
     return exact
@@ -140,7 +141,7 @@ def _open(name: str, model: bytes, threads: int, runtime: str):
 
 class PaddedPNet:
     """P-Net on a pyramid level padded with zeros to a multiple of PAD pixels per side, its outputs cut back
-    to the level's: the same numbers as on the level itself.
+    to the level's: the outputs of the level itself (to float rounding: tests/test_detect.py checks 1e-5).
 
     P-Net is fully convolutional and its convolutions have no padding, so each output sees only its own
     12 x 12 window, never the padding, with one exception: its max-pooling rounds up, so at an odd side the
