@@ -495,7 +495,8 @@ class Callers:
         ``server_pid``, also the CPU the server and the callers used per request."""
         chosen = self.procs[:callers]
         pids = [proc.pid for proc in chosen]
-        before = [cpu_seconds(pid) for pid in pids], cpu_seconds(server_pid) if server_pid else None
+        callers_before = [cpu_seconds(pid) for pid in pids]
+        server_before = cpu_seconds(server_pid) if server_pid else None
         start = time.perf_counter()
         for proc in chosen:
             proc.stdin.write(f"{requests_each}\n")
@@ -506,8 +507,8 @@ class Callers:
         errors = [e for a in answers for e in a["errors"]]
         run = {"wall_s": wall, "requests_per_s": len(latencies) / wall, "latencies": latencies, "errors": errors}
         if server_pid:
-            run["server_cpu_ms"] = cpu_ms_per_request([server_pid], [before[1]], len(latencies))
-            run["callers_cpu_ms"] = cpu_ms_per_request(pids, before[0], len(latencies))
+            run["server_cpu_ms"] = cpu_ms_per_request([server_pid], [server_before], len(latencies))
+            run["callers_cpu_ms"] = cpu_ms_per_request(pids, callers_before, len(latencies))
         return run
 
     def close(self) -> None:

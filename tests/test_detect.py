@@ -344,3 +344,15 @@ def test_box_arithmetic_and_suppression_are_facenet_pytorchs_and_torchvisions_bi
     b = torch.cat([many, many + 10 + torch.rand(3000, 2, generator=g) * 30], 1)
     scores = (torch.rand(3000, generator=g) * 20).round() / 20  # many ties
     assert torch.equal(boxes.nms(b, scores, 0.5), torchvision_nms(b, scores, 0.5))
+
+
+def test_a_thread_whose_networks_fail_to_prepare_still_detects_later():
+    """Preparing runs in each detection thread as it starts; a failure there is logged, not a broken pool."""
+    from emotion.detectors.mtcnn import _one_torch_thread_pool
+
+    def fail():
+        raise RuntimeError("no compiler today")
+
+    pool = _one_torch_thread_pool(2, fail)
+    assert pool.submit(lambda: 41 + 1).result(timeout=30) == 42
+    pool.shutdown()

@@ -332,6 +332,8 @@ def _one_torch_thread_pool(workers: int, prepare=None) -> ThreadPoolExecutor:
         try:
             if prepare:
                 prepare()
+        except Exception as exc:  # a thread's first run prepares it instead (and says what goes wrong)
+            log.warning("preparing the detector's networks: %s", exc)
         finally:
             started.wait()
 
