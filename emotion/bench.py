@@ -644,9 +644,9 @@ def table(report: dict) -> str:
             f"{c['throughput_ratio']:.2f}x, {c['errors']} errors"
         )
         cpu = [
-            f"{label} {one.get(f'{key}_cpu_ms_per_request') or 0:.0f} ms with 1 caller, "
+            f"{key} {one.get(f'{key}_cpu_ms_per_request') or 0:.0f} ms with 1 caller, "
             f"{many.get(f'{key}_cpu_ms_per_request') or 0:.0f} ms with {c['callers']}"
-            for key, label in (("server", "server"), ("callers", "callers"))
+            for key in ("server", "callers")
         ]
         lines.append("  CPU per request: " + "; ".join(cpu))
         if c.get("do_nothing_app"):
