@@ -52,11 +52,12 @@ def get_detector(name: str, settings) -> Detector:
         settings.min_detection_score,
         settings.detect_max_side,
         settings.detect_max_candidates,
-        getattr(settings, "detect_threads", 0),  # ONNX Runtime threads per network run; 0: one, spread over lanes
+        getattr(settings, "detect_threads", 0),  # threads per network run; 0: one, the work spread over lanes
         settings.concurrency,  # detections at once (emotion.detectors.mtcnn runs them on that many threads)
         getattr(settings, "detect_pyramid_pixels", 250_000),  # P-Net's largest scale at most this many pixels
     )
-    # Building MTCNN takes milliseconds (the first build ever exports its networks to ONNX: a second or two).
+    # Building MTCNN takes about a second (each thread compiles its copy of the networks; the first build ever
+    # also exports them to ONNX: a second or two more).
     with _lock:
         if key not in _built:
             _built[key] = importlib.import_module(_MODULES[name]).build(settings)

@@ -80,9 +80,9 @@ class MTCNNDetector:
 
     The networks are only read during inference, so request threads share one instance with no lock:
     ``workers`` requests detect at the same time (the app's concurrency), the others wait their turn.
-    ``threads`` 0 (the default): one ONNX Runtime thread per network run, and a lone detection spreads its
-    work over every core (up to MAX_LANES), while detections running at once take one core each; each stage
-    chooses anew when it starts. ``threads`` > 0: that many ONNX Runtime threads per run, no spreading.
+    ``threads`` 0 (the default): one thread per network run, and a lone detection spreads its work over
+    every core (up to MAX_LANES), while detections running at once take one core each; each stage chooses
+    anew when it starts. ``threads`` > 0: that many threads per network run, no spreading.
     """
 
     def __init__(
