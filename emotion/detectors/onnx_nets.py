@@ -127,16 +127,15 @@ def session(name: str, threads: int, folder: Path | None = None, runtime: str = 
 
 
 def _open(name: str, model: bytes, threads: int, runtime: str):
-    exact = new_session(model, threads)
     if runtime == "auto":
         sample = NETS[name][2]
         try:
-            if name == "pnet":
-                return PaddedPNet(openvino_session(model, threads, sample), exact)
+            if name == "pnet":  # ONNX Runtime beside it, for the small levels and the odd sides' strips
+                return PaddedPNet(openvino_session(model, threads, sample), new_session(model, threads))
             return openvino_session(model, threads, sample, CROP_BATCH)
         except ImportError as exc:
             log.warning("OpenVINO unavailable (%s): %s runs in ONNX Runtime", exc, name)
-    return exact
+    return new_session(model, threads)
 
 
 class PaddedPNet:
