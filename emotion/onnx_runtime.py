@@ -53,12 +53,12 @@ def session(model: bytes, threads: int):
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def openvino_session(model: bytes, threads: int, sample: tuple, batch: int | None = None):
+def openvino_session(model: bytes, threads: int, sample: tuple, batch: int | None = None, split: bool = False):
     """``model`` compiled by OpenVINO for the CPU, with ONNX Runtime's ``run``; ImportError without OpenVINO.
     ``sample``: an input shape the model accepts, run once now (see OpenVinoSession)."""
     import openvino
 
-    return OpenVinoSession(openvino, model, threads, sample, batch)
+    return OpenVinoSession(openvino, model, threads, sample, batch, split)
 
 
 class OpenVinoSession:
@@ -66,9 +66,12 @@ class OpenVinoSession:
 
     Why OpenVINO: its kernels ran MTCNN's networks 1.3x (P-Net) to 1.8-2.5x (R-Net, O-Net) faster than
     ONNX Runtime's on one core of this project's 2-core machine. It specialises them to each input shape, so
-    a new shape costs a slower first run (about twice a later one). With ``batch``, batches are cut into
-    chunks of ``batch`` rows and the last chunk is padded to the next power of two (at least ``batch // 8``
-    rows): a handful of shapes in all. The rows must be independent (each crop is one face candidate).
+    a new shape costs a slower first run (about twice a later one), and a change of shape from one run to the
+    next costs too. With ``batch`` (a power of two), batches are cut into runs of ``batch`` rows, and the
+    rest (see ``pieces``) is either padded to the next power of two (at least ``batch // 8`` rows), or with
+    ``split`` cut into power-of-two pieces (20 rows: 16 and 4): a handful of shapes in all. Splitting suits
+    a network whose rows cost more than a run (O-Net, about 0.45 ms a crop), padding one whose rows cost
+    less (R-Net, about 0.08 ms). The rows must be independent (each crop is one face candidate).
 
     Each calling thread compiles its own copy: one compiled model runs one request at a time, so lanes of a
     detection would take turns on it. OpenVINO's pinning is off, or each one-thread copy would be pinned to
@@ -80,10 +83,12 @@ class OpenVinoSession:
     Sessions are made one at a time (emotion.detectors.onnx_nets holds a lock), so that first run is alone.
     """
 
-    def __init__(self, openvino, model: bytes, threads: int, sample: tuple, batch: int | None = None):
+    def __init__(
+        self, openvino, model: bytes, threads: int, sample: tuple, batch: int | None = None, split: bool = False
+    ):
         self.core = openvino.Core()
         self.model = self.core.read_model(model)
-        self.batch = batch
+        self.batch, self.split = batch, split
         self.config = {
             "INFERENCE_PRECISION_HINT": "f32",
             "INFERENCE_NUM_THREADS": threads,
@@ -111,14 +116,28 @@ class OpenVinoSession:
         if self.batch is None:
             return list(request.infer({0: np.ascontiguousarray(x)}, share_inputs=True).to_tuple())
         parts = []
-        for start in range(0, len(x), self.batch):
-            chunk = x[start : start + self.batch]
-            rows = len(chunk)
-            padded = min(self.batch, max(self.batch // 8, 1 << (rows - 1).bit_length()))
-            if padded > rows:
-                chunk = np.concatenate([chunk, np.zeros((padded - rows, *chunk.shape[1:]), chunk.dtype)])
+        for start, rows in pieces(len(x), self.batch, self.split):
+            chunk = x[start : start + rows]
+            if len(chunk) < rows:  # the last piece, padded
+                chunk = np.concatenate([chunk, np.zeros((rows - len(chunk), *chunk.shape[1:]), chunk.dtype)])
             result = request.infer({0: np.ascontiguousarray(chunk)}, share_inputs=True)  # read, not copied
-            parts.append([out[:rows] for out in result.to_tuple()])
+            parts.append([out[: len(x) - start] for out in result.to_tuple()])
         if not parts:  # no rows: what the model gives for none, in the outputs' shapes
             return [out[:0] for out in request.infer({0: np.zeros((1, *x.shape[1:]), x.dtype)}).to_tuple()]
         return [np.concatenate(outs) if len(parts) > 1 else outs[0] for outs in zip(*parts)]
+
+
+def pieces(n: int, batch: int, split: bool) -> list[tuple[int, int]]:
+    """(start, rows) of the runs that cover ``n`` rows in order: runs of ``batch`` rows, then the rest cut by
+    its binary digits, largest first (``split``; 70 rows, batch 32: 32, 32, 4, 2), or else one run of the
+    next power of two, at least ``batch // 8`` rows, that reaches past ``n`` (70 rows: 32, 32, 8)."""
+    full, rest = n - n % batch, n % batch
+    out = [(start, batch) for start in range(0, full, batch)]
+    if rest and not split:
+        return [*out, (full, min(batch, max(batch // 8, 1 << (rest - 1).bit_length())))]
+    start = full
+    for bit in reversed(range(rest.bit_length())):
+        if rest >> bit & 1:
+            out.append((start, 1 << bit))
+            start += 1 << bit
+    return out

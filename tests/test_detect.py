@@ -176,7 +176,7 @@ def test_onnx_export_is_cached_and_matches_the_wheels_torch_networks(tmp_path):
 
 
 def test_openvino_runs_give_onnx_runtimes_outputs_at_every_size():
-    """R-Net and O-Net in OpenVINO cut batches into chunks of fixed sizes, and P-Net's levels are padded to
+    """R-Net and O-Net in OpenVINO cut batches into runs of a few sizes, and P-Net's levels are padded to
     a multiple of 16 px with its last row or column recomputed at odd sides: outputs as ONNX Runtime's, in
     the same shapes, for batches across the chunk sizes and levels of odd and even sides."""
     import numpy as np
@@ -200,11 +200,30 @@ def test_openvino_runs_give_onnx_runtimes_outputs_at_every_size():
 
     for n in (1, 3, 4, 5, 32, 33, 70):
         same("rnet", (n, 3, 24, 24))
-    for n in (1, 2, 17):
+    for n in (1, 2, 17, 20, 31, 45):
         same("onet", (n, 3, 48, 48))
     for h, w in [(283, 361), (201, 256), (100, 129), (97, 96), (64, 128), (57, 83), (13, 17), (12, 600)]:
         same("pnet", (1, 3, h, w))
     assert fast.rnet.session.run(None, {"x": np.zeros((0, 3, 24, 24), np.float32)})[0].shape == (0, 4)
+
+
+def test_batches_are_cut_into_runs_of_a_few_sizes_that_cover_every_row_once():
+    """R-Net's rest is padded to a power of two (its rows cost less than a run), O-Net's split into
+    power-of-two pieces (its rows cost more): in order, every row once, shapes only powers of two."""
+    from emotion.onnx_runtime import pieces
+
+    assert pieces(70, 32, split=False) == [(0, 32), (32, 32), (64, 8)]
+    assert pieces(70, 32, split=True) == [(0, 32), (32, 32), (64, 4), (68, 2)]
+    assert pieces(3, 32, split=False) == [(0, 4)]
+    assert pieces(0, 32, split=False) == pieces(0, 32, split=True) == []
+    for n in range(150):
+        for split in (False, True):
+            runs = pieces(n, 32, split)
+            starts = [sum(rows for _, rows in runs[:i]) for i in range(len(runs))]
+            assert [start for start, _ in runs] == starts
+            assert all(rows in (1, 2, 4, 8, 16, 32) for _, rows in runs)
+            covered = sum(rows for _, rows in runs)
+            assert covered == n if split else n <= covered < n + 32
 
 
 def test_an_openvino_session_has_run_once_when_it_is_made():
