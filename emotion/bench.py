@@ -16,6 +16,10 @@ All numbers of one run come from the same machine and process, so read them as r
 - concurrency: the throughput of 4 callers against that of 1, in alternating rounds; each caller is a
   process of its own (gradio_client), as real clients are, on the same cores as the server; the CPU per
   request of the server and of the callers; then the same for the do-nothing app;
+- served and concurrency again with lean callers ("lean"): gradio_client given one TLS context made once.
+  By default it makes a new HTTP client for most of its requests, and each loads the machine's CA bundle
+  into a new TLS context, even for an http:// URL (about 170 ms of CPU per call here, on the server's
+  cores): the lean readings show what the server itself costs and allows;
 - video: frames/s analysed on a clip panned over the Apollo crew photo, classification batched across
   frames (one forward per 16 frames) against one forward per frame (emotion.video.bench_video);
 - bulk: images/s of `python -m emotion.batch` over 200 images, local engine and Ray (emotion.batch.bench_bulk).
@@ -327,8 +331,6 @@ class Server:
         import subprocess
         import sys
 
-        from gradio_client import Client
-
         port = free_port()
         self.url = f"http://127.0.0.1:{port}/"
         env = {**os.environ, **(env or {})}
@@ -340,7 +342,7 @@ class Server:
         deadline = time.time() + timeout_s
         while True:
             try:
-                self.client = Client(self.url, verbose=False)
+                self.client = make_client(self.url)
                 call(self.client, probe)
                 break
             except Exception:  # not listening yet, or the model still loading
@@ -363,6 +365,16 @@ def start_app(model: str, timeout_s: float = 180.0):
         probe = Path(__file__).resolve().parents[1] / "examples" / "nasa_apollo11_crew.jpg"
     server = Server(["app.py"], model, probe, timeout_s)
     return server.proc, server.url
+
+
+def make_client(url: str, lean: bool = False):
+    """gradio_client's Client for ``url``; ``lean``: with one TLS context, made now, for all its requests."""
+    import ssl
+
+    from gradio_client import Client
+
+    # ssl_verify is handed to httpx as its ``verify``, which takes a ready SSLContext as well as a bool.
+    return Client(url, verbose=False, ssl_verify=ssl.create_default_context() if lean else True)
 
 
 def call(client, photo: Path) -> float:
@@ -421,16 +433,20 @@ def cpu_ms_per_request(pids: list[int], before: list, requests: int) -> float | 
 
 def bench_served(app: Server, photo: Path, requests: int, model: str) -> dict:
     """One caller, app.py against the do-nothing app, request by request in turn: the p50 ratio is what the
-    analysis adds to a round trip that Gradio costs anyway."""
+    analysis adds to a round trip that Gradio costs anyway. Then the same with a lean client (``lean_``)."""
     null = Server(["-c", "from emotion.bench import serve_null_app; serve_null_app()"], model, photo)
-    times = {"app": [], "null": []}
+    times = {"app": [], "null": [], "lean_app": [], "lean_null": []}
     try:
-        for server in (app, null):
-            call(server.client, photo)  # warm
+        clients = {"app": app.client, "null": null.client}
+        clients.update(
+            {f"lean_{k}": make_client(server.url, lean=True) for k, server in (("app", app), ("null", null))}
+        )
+        for client in clients.values():
+            call(client, photo)  # warm
         idle = {"app": idle_cpu_percent(app.proc.pid), "null": idle_cpu_percent(null.proc.pid)}
         for _ in range(requests):
-            times["app"].append(call(app.client, photo))
-            times["null"].append(call(null.client, photo))
+            for name, client in clients.items():
+                times[name].append(call(client, photo))
     finally:
         null.close()
     result = {"photo": photo.name, "requests": requests}
@@ -440,6 +456,7 @@ def bench_served(app: Server, photo: Path, requests: int, model: str) -> dict:
         result[f"{name}_p50_ms"] = percentile(values, 50)
         result[f"{name}_p95_ms"] = percentile(values, 95)
     result["p50_ratio"] = result["app_p50_ms"] / result["null_p50_ms"]
+    result["lean_p50_ratio"] = result["lean_app_p50_ms"] / result["lean_null_p50_ms"]
     log.info(
         "served %s: app p50 %.0f ms, do-nothing app p50 %.0f ms: %.2fx",
         photo.name,
@@ -454,10 +471,10 @@ def bench_served(app: Server, photo: Path, requests: int, model: str) -> dict:
 # share its interpreter lock, and gradio_client spends about 0.2 s of CPU per call: as threads, four
 # callers were held to about 5 calls/s by their own process, whatever the server could do.)
 CALLER = """
-import json, sys, time
+import json, ssl, sys, time
 from gradio_client import Client, handle_file
-url, photo = sys.argv[1], sys.argv[2]
-client = Client(url, verbose=False)
+url, photo, lean = sys.argv[1], sys.argv[2], sys.argv[3] == "lean"
+client = Client(url, verbose=False, ssl_verify=ssl.create_default_context() if lean else True)  # make_client's
 print("ready", flush=True)
 for line in sys.stdin:
     latencies, errors = [], []
@@ -473,14 +490,14 @@ for line in sys.stdin:
 
 
 class Callers:
-    """``n`` caller processes, started once and kept for every round."""
+    """``n`` caller processes, started once and kept for every round (``lean``: see make_client)."""
 
-    def __init__(self, url: str, photo: Path, n: int):
+    def __init__(self, url: str, photo: Path, n: int, lean: bool = False):
         import subprocess
         import sys
 
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-        command = [sys.executable, "-c", CALLER, url, str(photo)]
+        command = [sys.executable, "-c", CALLER, url, str(photo), "lean" if lean else "default"]
         self.procs = [
             subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
             for _ in range(n)
@@ -524,9 +541,11 @@ def bench_concurrency(
     """Throughput of 1 caller and of ``callers`` callers (each its own process), in alternating rounds;
     medians of the rounds, and the CPU the server and the callers used per request (the callers share the
     machine's cores with the server). With ``model``, the do-nothing app is measured the same way after it
-    (``do_nothing_app``): the ratio Gradio and the callers allow at all on this machine."""
+    (``do_nothing_app``): the ratio Gradio and the callers allow at all on this machine. Then both again
+    with lean callers (``lean``: see make_client), which leave the server nearly all of both cores."""
     result = {"photo": photo.name, "requests_per_caller": requests_each, "rounds": rounds, "callers": callers}
     result.update(_throughputs(server, photo, callers, requests_each, rounds))
+    result["lean"] = _throughputs(server, photo, callers, requests_each, rounds, lean=True)
     log.info(
         "concurrency: 1 caller %.2f req/s, %d callers %.2f req/s: %.2fx",
         result["1_callers"]["requests_per_s"],
@@ -538,14 +557,17 @@ def bench_concurrency(
         null = Server(["-c", "from emotion.bench import serve_null_app; serve_null_app()"], model, photo)
         try:
             result["do_nothing_app"] = _throughputs(null, photo, callers, requests_each, rounds)
+            result["do_nothing_app"]["lean"] = _throughputs(null, photo, callers, requests_each, rounds, lean=True)
         finally:
             null.close()
         log.info("concurrency, do-nothing app: %.2fx", result["do_nothing_app"]["throughput_ratio"])
     return result
 
 
-def _throughputs(server: Server, photo: Path, callers: int, requests_each: int, rounds: int) -> dict:
-    pool = Callers(server.url, photo, callers)
+def _throughputs(
+    server: Server, photo: Path, callers: int, requests_each: int, rounds: int, lean: bool = False
+) -> dict:
+    pool = Callers(server.url, photo, callers, lean)
     runs = {1: [], callers: []}
     try:
         pool.run(callers, 1)  # every caller warmed up
@@ -630,6 +652,11 @@ def table(report: dict) -> str:
             f"(p95 {s['app_p95_ms']:.0f}), do-nothing app p50 {s['null_p50_ms']:.0f} ms "
             f"(p95 {s['null_p95_ms']:.0f}): {s['p50_ratio']:.2f}x"
         )
+        if s.get("lean_p50_ratio") is not None:
+            lines.append(
+                f"  lean client: app p50 {s['lean_app_p50_ms']:.0f} ms, do-nothing app p50 "
+                f"{s['lean_null_p50_ms']:.0f} ms: {s['lean_p50_ratio']:.2f}x"
+            )
         if s.get("app_idle_cpu_percent") is not None:
             lines.append(
                 f"idle, nobody calling: app {s['app_idle_cpu_percent']:.1f}% of a core, "
@@ -649,15 +676,20 @@ def table(report: dict) -> str:
             for key in ("server", "callers")
         ]
         lines.append("  CPU per request: " + "; ".join(cpu))
-        if c.get("do_nothing_app"):
-            null = c["do_nothing_app"]
-            null_one, null_many = null["1_callers"], null[f"{c['callers']}_callers"]
-            lines.append(
-                f"  do-nothing app, same callers: {null_one['requests_per_s']:.2f} vs "
-                f"{null_many['requests_per_s']:.2f} req/s: {null['throughput_ratio']:.2f}x; server CPU per request "
-                f"{null_one.get('server_cpu_ms_per_request') or 0:.0f} ms, callers "
-                f"{null_one.get('callers_cpu_ms_per_request') or 0:.0f} ms"
-            )
+        readings = [("do-nothing app, same callers", c.get("do_nothing_app"))]
+        readings += [
+            ("lean callers", c.get("lean")),
+            ("do-nothing app, lean callers", (c.get("do_nothing_app") or {}).get("lean")),
+        ]
+        for name, r in readings:
+            if r:
+                r_one, r_many = r["1_callers"], r[f"{c['callers']}_callers"]
+                lines.append(
+                    f"  {name}: {r_one['requests_per_s']:.2f} vs {r_many['requests_per_s']:.2f} req/s: "
+                    f"{r['throughput_ratio']:.2f}x; CPU per request with {c['callers']}: server "
+                    f"{r_many.get('server_cpu_ms_per_request') or 0:.0f} ms, callers "
+                    f"{r_many.get('callers_cpu_ms_per_request') or 0:.0f} ms"
+                )
     if report.get("video"):
         v = report["video"]
         b, f = v["batched"], v["per_frame"]

@@ -36,8 +36,11 @@ def test_benchmark_smoke(tmp_path, capsys):
     assert report["startup"]["seconds_to_first_answer"] > 0 and report["startup"]["first_start_empty_cache_s"] > 0
     assert report["served"]["app_idle_cpu_percent"] >= 0 and report["served"]["null_idle_cpu_percent"] >= 0
     assert report["served"]["p50_ratio"] > 0 and report["served"]["requests"] == 2
+    assert report["served"]["lean_p50_ratio"] > 0
     assert report["concurrency"]["errors"] == 0 and report["concurrency"]["callers"] == 2
     assert report["concurrency"]["do_nothing_app"]["errors"] == 0
+    assert report["concurrency"]["lean"]["errors"] == report["concurrency"]["do_nothing_app"]["lean"]["errors"] == 0
+    assert report["concurrency"]["lean"]["2_callers"]["callers_cpu_ms_per_request"] is not None
     assert report["concurrency"]["1_callers"]["server_cpu_ms_per_request"] > 0
     printed = capsys.readouterr().out
-    assert "seed loop" in printed and "do-nothing app" in printed and "stock" in printed
+    assert "seed loop" in printed and "do-nothing app" in printed and "stock" in printed and "lean callers" in printed
