@@ -474,7 +474,7 @@ CALLER = """
 import json, ssl, sys, time
 from gradio_client import Client, handle_file
 url, photo, lean = sys.argv[1], sys.argv[2], sys.argv[3] == "lean"
-client = Client(url, verbose=False, ssl_verify=ssl.create_default_context() if lean else True)  # make_client's
+client = Client(url, verbose=False, ssl_verify=ssl.create_default_context() if lean else True)  # as make_client
 print("ready", flush=True)
 for line in sys.stdin:
     latencies, errors = [], []

@@ -8,8 +8,8 @@ Why ONNX Runtime: on two busy CPU cores, one thread each, it ran these narrow ne
 channels) 1.4x (P-Net) to 2x (R-Net, O-Net) faster than torch (about even on idle cores), it is a
 maintained runtime, and a run holds no Python lock, so concurrent requests overlap. Where OpenVINO is
 installed (a requirement) the networks run in it instead, faster again (emotion.onnx_runtime.OpenVinoSession):
-R-Net and O-Net in batches of a few fixed sizes, P-Net on pyramid levels padded to a multiple of 16 px (PaddedPNet),
-so that a few shapes recur instead of a new one per level of every photo.
+R-Net and O-Net in batches of a few fixed sizes, P-Net on pyramid levels padded to a multiple of 16 px
+(PaddedPNet), so that a few shapes recur instead of a new one per level of every photo.
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ def _open(name: str, model: bytes, threads: int, runtime: str):
         try:
             if name == "pnet":  # ONNX Runtime beside it, for the small levels and the odd sides' strips
                 return PaddedPNet(openvino_session(model, threads, sample), new_session(model, threads))
+            # O-Net's last batch is split, R-Net's padded: which costs less (see OpenVinoSession).
             return openvino_session(model, threads, sample, CROP_BATCH, split=name == "onet")
         except ImportError as exc:
             log.warning("OpenVINO unavailable (%s): %s runs in ONNX Runtime", exc, name)
