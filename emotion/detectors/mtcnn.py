@@ -211,7 +211,7 @@ class MTCNNDetector:
 
         # The lanes share one queue of the scales, largest first: each takes the next scale when it is done
         # with one. Dealt out in advance by pixels, the lane with the small scales finished last (each scale
-        # also costs a fixed millisecond or so), the other idle for 10 ms of a 1600-px photo's 90. The boxes
+        # also costs a fixed millisecond or so), the other idle for 12 ms of a 961 x 1116 photo's 97. The boxes
         # are put back in the scales' order, so the result is the one-thread result.
         todo = deque(scales)
         lanes = min(self._lanes_now(), len(scales))
