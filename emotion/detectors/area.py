@@ -58,7 +58,8 @@ class AreaSampler:
         c0, c1 = windows(self.w, out_w)
         sums = np.empty((3, out_h, out_w), np.float32)
         # BAND output rows at a time: a whole level's temporaries are megabytes, each a fresh allocation the
-        # kernel hands over page by page; a band's stay small and in the cache (3x faster at 250,000 pixels).
+        # kernel hands over page by page; a band's stay small and in the cache (the 12 shared photos' pyramids:
+        # 82 instead of 96 ms on one thread).
         for start in range(0, out_h, BAND):
             rows = slice(start, start + BAND)
             strips = self.table[r1[rows]]  # (band, 3, W + 1): the band's row windows, summed along the columns
