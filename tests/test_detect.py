@@ -1,5 +1,7 @@
 """The real MTCNN on real photos."""
 
+import os
+
 import pytest
 import torch
 from PIL import Image
@@ -280,6 +282,27 @@ def test_concurrent_detections_find_the_same_faces():
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: sorted(f.box for f in detect_faces(image)), range(8)))
     assert all(boxes == alone for boxes in results)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a detection spreads over lanes only with two cores")
+def test_a_lone_detection_spread_over_lanes_gives_the_one_thread_result():
+    """A lone detection's pyramid scales go to the lanes through a shared queue and its crops in halves; the
+    boxes, scores and landmarks are put back in order, so they are exactly those of one thread."""
+    import threading
+
+    detect_faces(Image.new("RGB", (8, 8)))  # makes the shared detector (lanes: one per core, up to four)
+    spreading = _detectors[1600]
+    one = MTCNNDetector(torch.device("cpu"), threads=1)  # one thread per network run, no lanes
+    threads = set()
+    hook = spreading.net.pnet.register_forward_hook(lambda *_: threads.add(threading.current_thread().name))
+    try:
+        for name in ("nasa_apollo11_crew.jpg", "pexels_neutral.jpeg", "codait_bryan.png"):
+            image = load_image(photo(name))
+            spread, alone = spreading(image), one(image)
+            assert spread and spread == alone, name  # boxes, scores and landmarks, exactly
+    finally:
+        hook.remove()
+    assert len(threads) >= 2  # the scales were shared out, not all run on one thread
 
 
 def test_detections_run_on_one_torch_thread_and_leave_other_threads_alone():
