@@ -198,16 +198,15 @@ class MTCNNDetector:
 
         def run(todo: deque):
             found = []
-            while todo:
+            while True:
                 try:
                     i, scale = todo.popleft()  # atomic: each scale goes to one lane
-                except IndexError:  # another lane took the last one
-                    break
+                except IndexError:  # none left
+                    return found
                 resized = photo.resize(int(h * scale + 1), int(w * scale + 1))
                 reg, probs = self.net.pnet(_normalise(resized))
                 boxes = windows(reg, probs[:, 1], scale, THRESHOLDS[0])
                 found.append((i, boxes[nms(boxes[:, :4], boxes[:, 4], 0.5)]))
-            return found
 
         # The lanes share one queue of the scales, largest first: each takes the next scale when it is done
         # with one. Dealt out in advance by pixels, the lane with the small scales finished last (each scale
