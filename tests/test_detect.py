@@ -228,6 +228,17 @@ def test_batches_are_cut_into_runs_of_a_few_sizes_that_cover_every_row_once():
             assert covered == n if split else n <= covered < n + 32
 
 
+def test_o_net_splits_its_last_batch_and_r_net_pads_its_own():
+    """Which of the two each network gets (chosen in onnx_nets._open): splitting suits O-Net, whose crops
+    cost more than a run, padding R-Net, whose crops cost less."""
+    pytest.importorskip("openvino")
+    from emotion.detectors.onnx_nets import CROP_BATCH, session
+
+    onet, rnet = session("onet", 1), session("rnet", 1)
+    assert (onet.batch, onet.split) == (CROP_BATCH, True)
+    assert (rnet.batch, rnet.split) == (CROP_BATCH, False)
+
+
 def test_an_openvino_session_has_run_once_when_it_is_made():
     """Two threads making the process's first OpenVINO run at once deadlocked in OpenVINO's Python layer
     (seen with two lanes of one detection): each session runs once, alone, in the thread that makes it."""
