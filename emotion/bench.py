@@ -9,7 +9,9 @@ All numbers of one run come from the same machine and process, so read them as r
   ../shared/photos (downscaled to 1600 px as the app does), interleaved; the faces (score >= 0.9)
   and boxes compared, the times summed; beside it the detector held to one core (as each of two
   concurrent detections is) and with two threads per network run instead of lanes;
-- end_to_end: per photo, the Pipeline itself (its own stage timings) plus rendering; p50/p95;
+- end_to_end: per photo, the Pipeline itself (its own stage timings) plus the picture an answer shows (drawn
+  and saved); p50/p95; also a phone-sized photo (the Apollo portrait enlarged to 12.8 MP), and for photos
+  over twice a target size how long shrinking takes as the package does it against a plain resize;
 - startup: `python app.py` until its first /analyze answer, and the same for a first start (empty cache);
 - served: one gradio_client caller, app.py against a do-nothing app with the same /analyze
   signature, request by request in turn: the p50 ratio; and what each uses of a core while idle;
@@ -164,9 +166,9 @@ def bench_options(model: str, n: int, repeats: int) -> list[dict]:
 
 def app_copy(image: Image.Image, max_side: int) -> tuple[Image.Image, float]:
     """The downscaled copy the app's detector sees (at most ``max_side`` px), and its scale."""
-    w, h = image.size
-    scale = min(1.0, max_side / max(w, h))
-    return (image if scale == 1.0 else image.resize((round(w * scale), round(h * scale)), Image.BILINEAR)), scale
+    from emotion.image import shrunk
+
+    return shrunk(image, max_side)
 
 
 def stock_boxes(mtcnn, image: Image.Image, min_score: float) -> list[tuple[float, ...]]:
@@ -243,39 +245,84 @@ def bench_detect(photos: list[Path], repeats: int, variants: dict | None = None)
     return {"photos": rows, "summary": summary}
 
 
+def phone_photo(folder: Path) -> Path | None:
+    """The Apollo crew portrait enlarged to 4032 px wide (12.8 MP, a phone camera's size) as a JPEG in
+    ``folder``: the shared photos are at most 5 MP, and a phone's upload is the common case on a Space."""
+    source = PHOTOS / "nasa_apollo11_crew.jpg"
+    if not source.exists():
+        return None
+    image = Image.open(source).convert("RGB")
+    path = folder / "apollo_4032px.jpg"
+    image.resize((4032, round(image.height * 4032 / image.width)), Image.BICUBIC).save(path, quality=92)
+    return path
+
+
+def _resize_pair(image: Image.Image, side: int, resample) -> dict:
+    """Milliseconds to shrink ``image`` to ``side`` px as the package does (emotion.image.shrunk) and with a
+    plain resize, in turn, a few times: medians."""
+    from emotion.image import shrunk
+
+    scale = side / max(image.size)
+    size = (round(image.width * scale), round(image.height * scale))
+    ways = {"ms": lambda: shrunk(image, side, resample), "plain_ms": lambda: image.resize(size, resample)}
+    times = {key: [] for key in ways}
+    for _ in range(3):
+        for key, fn in ways.items():
+            t = time.perf_counter()
+            fn()
+            times[key].append((time.perf_counter() - t) * 1000)
+    return {key: statistics.median(v) for key, v in times.items()}
+
+
 def bench_end_to_end(photos: list[Path], repeats: int, model: str) -> list[dict]:
-    """The Pipeline as the app calls it, per photo: its own stage timings, plus drawing the result."""
+    """The Pipeline as the app calls it, per photo: its own stage timings, plus the annotated picture an
+    answer shows (drawn at the page's size and saved as JPEG). For photos over twice a target size, also how
+    long shrinking takes as the package does it and with a plain resize (``shrink``): the detector's copy
+    (BILINEAR, 1600 px) and the shown picture (LANCZOS, the page's size)."""
     from emotion.pipeline import Pipeline
-    from emotion.serving.render import draw_faces
+    from emotion.serving.export import save_image
+    from emotion.serving.render import DISPLAY_SIDE, draw_faces
     from emotion.settings import Settings
 
-    pipeline = Pipeline(Settings(model=model))
+    settings = Settings(model=model)
+    pipeline = Pipeline(settings)
     rows = []
-    for path in photos:
-        pipeline.analyze(path)  # warm-up
-        stages = {k: [] for k in ("load", "detect", "classify", "render", "total")}
-        for _ in range(repeats):
-            result = pipeline.analyze(path)
-            t = time.perf_counter()
-            draw_faces(result.image, result)
-            render = (time.perf_counter() - t) * 1000
-            for key in ("load", "detect", "classify"):
-                stages[key].append(result.timing_ms[key])
-            stages["render"].append(render)
-            stages["total"].append(result.timing_ms["total"] + render)
-        row = {"photo": path.name, "size": list(result.image_size), "faces": len(result.faces)}
-        for key, values in stages.items():
-            row[f"{key}_p50_ms"] = percentile(values, 50)
-            row[f"{key}_p95_ms"] = percentile(values, 95)
-        rows.append(row)
-        log.info(
-            "%s (%dx%d, %d faces): total p50 %.0f ms, p95 %.0f ms",
-            path.name,
-            *result.image_size,
-            row["faces"],
-            row["total_p50_ms"],
-            row["total_p95_ms"],
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        phone = phone_photo(Path(tmp))
+        for path in [*photos, *([phone] if phone else [])]:
+            pipeline.analyze(path)  # warm-up
+            stages = {k: [] for k in ("load", "detect", "classify", "render", "total")}
+            for _ in range(repeats):
+                result = pipeline.analyze(path)
+                t = time.perf_counter()
+                save_image(draw_faces(result.image, result, max_side=DISPLAY_SIDE), Path(tmp), "shown")
+                render = (time.perf_counter() - t) * 1000
+                for key in ("load", "detect", "classify"):
+                    stages[key].append(result.timing_ms[key])
+                stages["render"].append(render)
+                stages["total"].append(result.timing_ms["total"] + render)
+            row = {"photo": path.name, "size": list(result.image_size), "faces": len(result.faces)}
+            for key, values in stages.items():
+                row[f"{key}_p50_ms"] = percentile(values, 50)
+                row[f"{key}_p95_ms"] = percentile(values, 95)
+            shrink = {}
+            for name, side, resample in (
+                ("detect_copy", settings.detect_max_side, Image.BILINEAR),
+                ("shown", DISPLAY_SIDE, Image.LANCZOS),
+            ):
+                if max(result.image_size) >= 2 * side:
+                    shrink[name] = _resize_pair(result.image, side, resample)
+            if shrink:
+                row["shrink"] = shrink
+            rows.append(row)
+            log.info(
+                "%s (%dx%d, %d faces): total p50 %.0f ms, p95 %.0f ms",
+                path.name,
+                *result.image_size,
+                row["faces"],
+                row["total_p50_ms"],
+                row["total_p95_ms"],
+            )
     return rows
 
 
@@ -621,6 +668,12 @@ def table(report: dict) -> str:
                 f"{r['classify_p50_ms']:>10.1f}{r['render_p50_ms']:>8.1f}"
                 f"{r['total_p50_ms']:>7.0f} /{r['total_p95_ms']:>5.0f}"
             )
+        for r in report["end_to_end"]:
+            for name, t in r.get("shrink", {}).items():
+                lines.append(
+                    f"  {r['photo']}: shrinking to the {name.replace('_', ' ')} {t['ms']:.0f} ms, "
+                    f"with a plain resize {t['plain_ms']:.0f} ms: {t['plain_ms'] / t['ms']:.2f}x"
+                )
     if report.get("detect"):
         d = report["detect"]
         names = [k for k in d["summary"] if k != "stock_ms"]

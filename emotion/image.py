@@ -15,6 +15,12 @@ from emotion.errors import InputError
 log = logging.getLogger(__name__)
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
+# Shrinking a photo several times over, PIL first averages whole blocks of pixels (Image.reduce), then
+# resamples what is left, a step of at most this ratio. A 12.8 MP photo (python -m emotion.bench, end_to_end):
+# to 1600 px with BILINEAR (the detector's copy) 58 instead of 95 ms, to 1024 px with LANCZOS (the picture
+# shown) 58 instead of 229 ms. The pixels differ from a plain resize's by under one level of 255 on average,
+# and MTCNN found the same faces on five photos enlarged to 3000-6000 px, boxes within 1.1 px of the copy.
+REDUCING_GAP = 1.0
 NOT_AN_IMAGE = "The file is not an image this app can read (JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, QOI...)."
 
 
@@ -42,6 +48,15 @@ def load_image(source: ImageInput, max_pixels: int = 40_000_000) -> Image.Image:
     except Exception as exc:  # noqa: BLE001  see _open: a damaged file may fail in any decoder
         log.info("decoding failed: %s: %s", type(exc).__name__, exc)
         raise InputError("The image could not be decoded: is the file complete and undamaged?") from exc
+
+
+def shrunk(image: Image.Image, max_side: int, resample=Image.BILINEAR) -> tuple[Image.Image, float]:
+    """``image`` resized so its longer side is at most ``max_side`` (itself when it is already), and the scale."""
+    w, h = image.size
+    scale = min(1.0, max_side / max(w, h))
+    if scale == 1.0:
+        return image, scale
+    return image.resize((round(w * scale), round(h * scale)), resample, reducing_gap=REDUCING_GAP), scale
 
 
 def image_size(

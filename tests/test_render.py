@@ -87,3 +87,22 @@ def test_request_folders_expire_with_a_sweep_at_most_once_a_minute(tmp_path, mon
     monkeypatch.setattr(export.time, "time", lambda: now + export.SWEEP_EVERY_S)
     export.request_folder(root, max_age_s=600)
     assert not later.exists() and first.is_dir() and second.is_dir()  # a minute on: swept, fresh ones kept
+
+
+def test_a_big_photo_is_shown_as_a_plain_lanczos_resize_would_show_it():
+    from tests.conftest import photo
+
+    image = Image.open(photo("nasa_apollo11_crew.jpg")).convert("RGB").resize((4032, 3165), Image.BICUBIC)
+    shown = draw_faces(image, Analysis((), "bundled", "local", image.size), max_side=1024)
+    plain = image.resize(shown.size, Image.LANCZOS)
+    assert shown.size == (1024, 804) and shown.mode == "RGB"
+    diff = np.abs(np.asarray(shown, dtype=float) - np.asarray(plain, dtype=float))
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 4
+
+
+def test_drawing_leaves_the_callers_picture_as_it_was():
+    for size in ((800, 600), (3000, 2000)):  # drawn at its own size, and on a smaller copy
+        image = Image.new("RGB", size, "white")
+        result = Analysis((face("happy", 0.9, box=(100, 100, 400, 400)),), "bundled", "local", image.size)
+        shown = draw_faces(image, result, max_side=1024)
+        assert np.asarray(image).min() == 255 and np.asarray(shown).min() < 255

@@ -45,6 +45,7 @@ from emotion.detectors import Detection
 from emotion.detectors.area import AreaSampler
 from emotion.detectors.boxes import clip, nms, nms_min, regress, square, windows
 from emotion.device import pick_device
+from emotion.image import shrunk
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,7 @@ class MTCNNDetector:
 
     def _detect(self, image: Image.Image) -> list[Detection]:
         w, h = image.size
-        scale = min(1.0, self.max_side / max(w, h))
-        small = image if scale == 1.0 else image.resize((round(w * scale), round(h * scale)), Image.BILINEAR)
+        small, scale = shrunk(image, self.max_side)
         if min(small.size) < 12:
             return []
         rgb = np.asarray(small if small.mode == "RGB" else small.convert("RGB"), dtype=np.uint8)  # read only
