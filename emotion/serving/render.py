@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from emotion.image import REDUCING_GAP
+from emotion.image import shrunk
 from emotion.labels import LABELS
 from emotion.results import Analysis, Face
 
@@ -33,6 +33,9 @@ _DARK_TEXT = {"happy", "neutral", "surprise"}  # light fills get black text
 PHONE_CSS_WIDTH = 350
 LABEL_CSS_PX = 13
 DISPLAY_SIDE = 1024  # the annotated picture shown in the page (the download keeps the full size)
+# Pictures are made smaller with BICUBIC (larger with LANCZOS): a 1280 x 1920 photo to 1024 px in 38 instead of
+# 53 ms, the pixels within 0.3 of 255 of LANCZOS's on average, and no difference to see side by side.
+SHRINK = Image.BICUBIC
 
 
 @lru_cache(maxsize=32)
@@ -72,11 +75,12 @@ def draw_faces(
     if max_side and longest * scale > max_side:
         scale = max_side / longest
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    if scale != 1:
-        # The resize is the copy drawn on (a 12 MP photo is not copied whole first). A smaller copy averages
-        # blocks of pixels first (emotion.image.REDUCING_GAP): at 12 MP, 58 instead of 229 ms.
-        size = (round(image.width * scale), round(image.height * scale))
-        canvas = rgb.resize(size, Image.LANCZOS, reducing_gap=REDUCING_GAP if scale < 1 else None)
+    if scale < 1:
+        # The resize is the copy drawn on (a 12 MP photo is not copied whole first), and a photo several times
+        # larger has blocks of pixels averaged first (emotion.image.shrunk).
+        canvas, _ = shrunk(rgb, round(longest * scale), SHRINK)
+    elif scale > 1:
+        canvas = rgb.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
     else:
         canvas = rgb.copy()  # drawn on: the caller's picture stays as it is
     draw = ImageDraw.Draw(canvas)
