@@ -11,7 +11,7 @@ All numbers of one run come from the same machine and process, so read them as r
   concurrent detections is) and with two threads per network run instead of lanes;
 - end_to_end: per photo, the Pipeline itself (its own stage timings) plus the picture an answer shows (drawn
   and saved); p50/p95; also a phone-sized photo (the Apollo portrait enlarged to 12.8 MP), and for photos
-  over a target size how long shrinking takes as the package does it against a plain resize;
+  over the page's size how long the picture shown takes to shrink, as the package does it and plain;
 - startup: `python app.py` until its first /analyze answer, and the same for a first start (empty cache);
 - served: one gradio_client caller, app.py against a do-nothing app with the same /analyze
   signature, request by request in turn: the p50 ratio; and what each uses of a core while idle;
@@ -258,13 +258,14 @@ def phone_photo(folder: Path) -> Path | None:
 
 
 def _resize_pair(image: Image.Image, side: int, resample, plain) -> dict:
-    """Milliseconds to shrink ``image`` to ``side`` px as the package does (emotion.image.shrunk with
-    ``resample``) and with one plain resize with ``plain``, in turn, a few times: medians."""
-    from emotion.image import shrunk
+    """Milliseconds to shrink ``image`` to ``side`` px as the package shrinks the picture shown
+    (emotion.image.shrunk with ``resample`` and REDUCING_GAP) and with one plain resize with ``plain``, in
+    turn, a few times: medians."""
+    from emotion.image import REDUCING_GAP, shrunk
 
     scale = side / max(image.size)
     size = (round(image.width * scale), round(image.height * scale))
-    ways = {"ms": lambda: shrunk(image, side, resample), "plain_ms": lambda: image.resize(size, plain)}
+    ways = {"ms": lambda: shrunk(image, side, resample, REDUCING_GAP), "plain_ms": lambda: image.resize(size, plain)}
     times = {key: [] for key in ways}
     for _ in range(3):
         for key, fn in ways.items():
@@ -276,9 +277,8 @@ def _resize_pair(image: Image.Image, side: int, resample, plain) -> dict:
 
 def bench_end_to_end(photos: list[Path], repeats: int, model: str) -> list[dict]:
     """The Pipeline as the app calls it, per photo: its own stage timings, plus the annotated picture an
-    answer shows (drawn at the page's size and saved as JPEG). Also how long shrinking takes as the package
-    does it against one plain resize (``shrink``): the detector's copy (BILINEAR, 1600 px) for photos over
-    twice that size, and the picture shown (the page's size) for photos over it, against plain LANCZOS."""
+    answer shows (drawn at the page's size and saved as JPEG). For photos over the page's size, also how long
+    the picture shown takes to shrink as the package does it and with one plain LANCZOS resize (``shrink``)."""
     from emotion.pipeline import Pipeline
     from emotion.serving.export import save_image
     from emotion.serving.render import DISPLAY_SIDE, SHRINK, draw_faces
@@ -306,10 +306,7 @@ def bench_end_to_end(photos: list[Path], repeats: int, model: str) -> list[dict]
                 row[f"{key}_p50_ms"] = percentile(values, 50)
                 row[f"{key}_p95_ms"] = percentile(values, 95)
             shrink = {}
-            longest = max(result.image_size)
-            if longest >= 2 * settings.detect_max_side:
-                shrink["detect_copy"] = _resize_pair(result.image, settings.detect_max_side, *[Image.BILINEAR] * 2)
-            if longest > DISPLAY_SIDE:
+            if max(result.image_size) > DISPLAY_SIDE:
                 shrink["shown"] = _resize_pair(result.image, DISPLAY_SIDE, SHRINK, Image.LANCZOS)
             if shrink:
                 row["shrink"] = shrink
@@ -670,9 +667,8 @@ def table(report: dict) -> str:
         for r in report["end_to_end"]:
             for name, t in r.get("shrink", {}).items():
                 lines.append(
-                    f"  {r['photo']}: shrinking to the {name.replace('_', ' ')} {t['ms']:.0f} ms, with a plain "
-                    f"{'BILINEAR' if name == 'detect_copy' else 'LANCZOS'} resize {t['plain_ms']:.0f} ms: "
-                    f"{t['plain_ms'] / t['ms']:.2f}x"
+                    f"  {r['photo']}: shrinking the picture {name} {t['ms']:.0f} ms, with a plain LANCZOS resize "
+                    f"{t['plain_ms']:.0f} ms: {t['plain_ms'] / t['ms']:.2f}x"
                 )
     if report.get("detect"):
         d = report["detect"]

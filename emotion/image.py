@@ -15,11 +15,11 @@ from emotion.errors import InputError
 log = logging.getLogger(__name__)
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
-# Shrinking a photo several times over, PIL first averages whole blocks of pixels (Image.reduce), then
-# resamples what is left, a step of at most this ratio. A 12.8 MP photo (python -m emotion.bench, end_to_end):
-# to 1600 px with BILINEAR (the detector's copy) 58 instead of 95 ms, to 1024 px with LANCZOS (the picture
-# shown) 58 instead of 229 ms. The pixels differ from a plain resize's by under one level of 255 on average,
-# and MTCNN found the same faces on five photos enlarged to 3000-6000 px, boxes within 1.1 px of the copy.
+# Shrinking a picture several times over, PIL can first average whole blocks of pixels (Image.reduce), then
+# resample what is left, a step of at most this ratio: a 12.8 MP photo to 1024 px (BICUBIC) took 58 instead
+# of 197-229 ms with one plain resize (python -m emotion.bench, end_to_end), the pixels within one level of
+# 255 of it on average. For the picture shown only: the detector's copy stays a plain resize, the copy that
+# stock MTCNN is compared with (averaged blocks moved boxes by up to 1.1 px of the copy).
 REDUCING_GAP = 1.0
 NOT_AN_IMAGE = "The file is not an image this app can read (JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, QOI...)."
 
@@ -50,13 +50,16 @@ def load_image(source: ImageInput, max_pixels: int = 40_000_000) -> Image.Image:
         raise InputError("The image could not be decoded: is the file complete and undamaged?") from exc
 
 
-def shrunk(image: Image.Image, max_side: int, resample=Image.BILINEAR) -> tuple[Image.Image, float]:
-    """``image`` resized so its longer side is at most ``max_side`` (itself when it is already), and the scale."""
+def shrunk(
+    image: Image.Image, max_side: int, resample=Image.BILINEAR, reducing_gap: float | None = None
+) -> tuple[Image.Image, float]:
+    """``image`` resized so its longer side is at most ``max_side`` (itself when it is already), and the scale;
+    ``reducing_gap``: see REDUCING_GAP (None: one plain resize)."""
     w, h = image.size
     scale = min(1.0, max_side / max(w, h))
     if scale == 1.0:
         return image, scale
-    return image.resize((round(w * scale), round(h * scale)), resample, reducing_gap=REDUCING_GAP), scale
+    return image.resize((round(w * scale), round(h * scale)), resample, reducing_gap=reducing_gap), scale
 
 
 def image_size(

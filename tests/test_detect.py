@@ -412,9 +412,8 @@ def test_a_thread_whose_networks_fail_to_prepare_still_detects_later():
 
 
 def test_a_phone_sized_photo_gives_the_faces_stock_finds_on_a_plain_copy():
-    """A 12.8 MP photo is shrunk for detection with blocks of pixels averaged first (emotion.image.shrunk),
-    not by one plain resize: stock MTCNN on a plain BILINEAR copy finds the same faces, their boxes and
-    landmarks within 1.6 px of that copy."""
+    """A 12.8 MP photo is detected on one plain BILINEAR resize to 1600 px, the copy stock MTCNN is compared
+    with (blocks of pixels averaged first, as for the picture shown, moved these boxes by 2.7 px)."""
     from facenet_pytorch import MTCNN
 
     image = load_image(photo("nasa_apollo11_crew.jpg")).resize((4032, 3165), Image.BICUBIC)
@@ -423,4 +422,4 @@ def test_a_phone_sized_photo_gives_the_faces_stock_finds_on_a_plain_copy():
     boxes, probs, points = MTCNN(keep_all=True).detect(plain, landmarks=True)
     stock = [(tuple(b / scale), pts / scale) for b, p, pts in zip(boxes, probs, points) if p >= 0.9]
     assert len(stock) == 3
-    assert_same_faces(detect_faces(image), stock, tolerance=1.6 / scale)
+    assert_same_faces(detect_faces(image), stock)

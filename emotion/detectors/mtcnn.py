@@ -155,7 +155,7 @@ class MTCNNDetector:
 
     def _detect(self, image: Image.Image) -> list[Detection]:
         w, h = image.size
-        small, scale = shrunk(image, self.max_side)
+        small, scale = shrunk(image, self.max_side)  # one plain resize: the copy stock MTCNN is compared on
         if min(small.size) < 12:
             return []
         rgb = np.asarray(small if small.mode == "RGB" else small.convert("RGB"), dtype=np.uint8)  # read only

@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from emotion.image import shrunk
+from emotion.image import REDUCING_GAP, shrunk
 from emotion.labels import LABELS
 from emotion.results import Analysis, Face
 
@@ -77,8 +77,8 @@ def draw_faces(
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     if scale < 1:
         # The resize is the copy drawn on (a 12 MP photo is not copied whole first), and a photo several times
-        # larger has blocks of pixels averaged first (emotion.image.shrunk).
-        canvas, _ = shrunk(rgb, round(longest * scale), SHRINK)
+        # larger has blocks of pixels averaged first (emotion.image.REDUCING_GAP).
+        canvas, _ = shrunk(rgb, round(longest * scale), SHRINK, REDUCING_GAP)
     elif scale > 1:
         canvas = rgb.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
     else:
