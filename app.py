@@ -709,7 +709,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 folder = request_folder(export_dir, settings.cache_minutes * 60)
                 crop_items = [
                     str(save_image(crop, folder, f"face{i}"))
-                    for i, crop in enumerate(face_crops_of(photo, faces, settings))
+                    for i, crop in enumerate(face_crops_of(photo, faces, settings, document.get("image_size")))
                 ]
                 if heat_items:
                     gr.HTML(heat_legend_html())  # the colour scale of the overlays
@@ -801,11 +801,25 @@ def _gallery_path(item):
     return getattr(item, "path", item)
 
 
-def face_crops_of(photo: str, faces: list[dict], settings: Settings) -> list:
-    """The square region classified for each face of a JSON document, cut from the (upright) photo."""
-    picture = load_image(photo, settings.max_image_pixels)
-    boxes = [square_box(f["box"], picture.size, settings.margin) for f in faces]
-    return [picture.crop(box).convert("RGB").resize((160, 160), Image.BILINEAR) for box in boxes]
+CARD_SIDE = 160  # a face card's crop, in pixels
+
+
+def face_crops_of(photo: str, faces: list[dict], settings: Settings, size: tuple[int, int] | None = None) -> list:
+    """The square region classified for each face of a JSON document, cut from the (upright) photo whose
+    size the document gives (``size``). A JPEG is decoded only as large as the smallest region needs for its
+    card (emotion.image.load_image's ``reduce``): a 12.8 MP phone photo's crew in about a quarter of the time."""
+    if size:
+        size = tuple(size)
+        boxes = [square_box(face["box"], size, settings.margin) for face in faces]
+        smallest = min(min(x2 - x1, y2 - y1) for x1, y1, x2, y2 in boxes)
+        picture = load_image(photo, settings.max_image_pixels, reduce=max(1, smallest) / CARD_SIDE)
+    else:
+        picture = load_image(photo, settings.max_image_pixels)
+        boxes = [square_box(face["box"], picture.size, settings.margin) for face in faces]
+        size = picture.size
+    scale = picture.width / size[0]  # the decoded picture against the document's pixels
+    crops = [picture.crop(tuple(round(v * scale) for v in box)) for box in boxes]
+    return [crop.convert("RGB").resize((CARD_SIDE, CARD_SIDE), Image.BILINEAR) for crop in crops]
 
 
 def top_scores_of(face: dict) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import warnings
 from pathlib import Path
 
@@ -24,12 +25,15 @@ REDUCING_GAP = 1.0
 NOT_AN_IMAGE = "The file is not an image this app can read (JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, QOI...)."
 
 
-def load_image(source: ImageInput, max_pixels: int = 40_000_000) -> Image.Image:
+def load_image(source: ImageInput, max_pixels: int = 40_000_000, reduce: float = 1.0) -> Image.Image:
     """Return ``source`` as an RGB image with its EXIF orientation applied.
 
     Accepts a path, raw bytes, a PIL image or a numpy array. Greyscale, palette,
     RGBA (composited on white), CMYK and 16-bit images are converted; animated
     images give their first frame. Raises InputError with a readable message.
+
+    ``reduce`` over 1, for previews: a JPEG file may be decoded up to that many times smaller per side (its
+    DCT scaling: 1/2, 1/4 or 1/8, about 4x faster at 1/2); the image's size says what it got.
     """
     if isinstance(source, np.ndarray):
         return _from_array(source)
@@ -40,6 +44,8 @@ def load_image(source: ImageInput, max_pixels: int = 40_000_000) -> Image.Image:
     _check_size(image, max_pixels)
     try:
         image.seek(0)  # first frame of an animation
+        if reduce > 1 and image.format == "JPEG":
+            image.draft(image.mode, (math.ceil(image.width / reduce), math.ceil(image.height / reduce)))
         image.load()
         image = ImageOps.exif_transpose(image) or image
         return _to_rgb(image)

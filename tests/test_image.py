@@ -124,3 +124,17 @@ def test_shrunk_leaves_small_images_and_shrinks_big_ones_plainly_or_with_blocks_
         diff = np.abs(np.asarray(fast, dtype=float) - plain)
         assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 4  # the same picture to the eye
         assert diff.max() > 0  # and not the plain resize itself: the blocks were averaged first
+
+
+def test_a_jpeg_may_be_decoded_smaller_for_a_preview_and_still_upright():
+    image = gradient(800, 600)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    data = encode(image, "JPEG", exif=exif.tobytes())
+    assert load_image(data).size == (600, 800)
+    assert load_image(data, reduce=2.5).size == (300, 400)  # DCT scaling 1/2: at most 2.5 times smaller
+    assert load_image(data, reduce=9).size == (75, 100)  # 1/8 is JPEG's smallest
+    small = np.asarray(load_image(data, reduce=2), dtype=float)
+    full = np.asarray(load_image(data).resize((300, 400), Image.BOX), dtype=float)
+    assert np.abs(small - full).mean() < 2  # the same picture, upright
+    assert load_image(encode(image, "PNG"), reduce=4).size == (800, 600)  # other formats: the full size
