@@ -44,7 +44,7 @@ def load_image(source: ImageInput, max_pixels: int = 40_000_000, reduce: float =
     _check_size(image, max_pixels)
     try:
         image.seek(0)  # first frame of an animation
-        if reduce > 1 and image.format == "JPEG":
+        if reduce > 1 and image.format in ("JPEG", "MPO"):  # MPO: a phone camera's JPEG with extra frames
             image.draft(image.mode, (math.ceil(image.width / reduce), math.ceil(image.height / reduce)))
         image.load()
         image = ImageOps.exif_transpose(image) or image

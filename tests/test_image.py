@@ -138,3 +138,5 @@ def test_a_jpeg_may_be_decoded_smaller_for_a_preview_and_still_upright():
     full = np.asarray(load_image(data).resize((300, 400), Image.BOX), dtype=float)
     assert np.abs(small - full).mean() < 2  # the same picture, upright
     assert load_image(encode(image, "PNG"), reduce=4).size == (800, 600)  # other formats: the full size
+    mpo = encode(image, "MPO", save_all=True, append_images=[image])  # some phone cameras' JPEG files
+    assert load_image(mpo, reduce=2).size == (400, 300)
