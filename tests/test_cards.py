@@ -29,3 +29,4 @@ def test_a_phone_photos_cards_come_from_a_smaller_decode_and_match_the_full_ones
     for a, b in zip(full, reduced):
         assert a.size == b.size == (app.CARD_SIDE, app.CARD_SIDE)
         assert np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)).mean() < 4
+    assert app.face_crops_of(str(path), [], settings, document["image_size"]) == []  # no face: no card
