@@ -633,7 +633,19 @@ def _throughputs(
         }
     result["errors"] = sum(result[f"{n}_callers"]["errors"] for n in runs)
     result["throughput_ratio"] = result[f"{callers}_callers"]["requests_per_s"] / result["1_callers"]["requests_per_s"]
+    result.update(cpu_bound(result[f"{callers}_callers"], result["1_callers"]["requests_per_s"]))
     return result
+
+
+def cpu_bound(many: dict, one_per_s: float) -> dict:
+    """The most the callers could get if they and the server used every core to the full, at the CPU each
+    request cost them together with ``callers`` callers (the callers share the machine's cores): requests/s,
+    and that against one caller's throughput. The measured ratio can only come near it from below."""
+    per_request = [many.get(f"{key}_cpu_ms_per_request") for key in ("server", "callers")]
+    if None in per_request or not sum(per_request) or not one_per_s:
+        return {}
+    most = (os.cpu_count() or 1) / (sum(per_request) / 1000)
+    return {"cpu_bound_requests_per_s": most, "cpu_bound_ratio": most / one_per_s}
 
 
 def table(report: dict) -> str:
@@ -725,6 +737,11 @@ def table(report: dict) -> str:
             for key in ("server", "callers")
         ]
         lines.append("  CPU per request: " + "; ".join(cpu))
+        if c.get("cpu_bound_ratio"):
+            lines.append(
+                f"  with every core used to the full at that CPU per request: at most "
+                f"{c['cpu_bound_requests_per_s']:.2f} req/s, {c['cpu_bound_ratio']:.2f}x one caller"
+            )
         readings = [("do-nothing app, same callers", c.get("do_nothing_app"))]
         readings += [
             ("lean callers", c.get("lean")),
@@ -738,6 +755,11 @@ def table(report: dict) -> str:
                     f"{r['throughput_ratio']:.2f}x; CPU per request with {c['callers']}: server "
                     f"{r_many.get('server_cpu_ms_per_request') or 0:.0f} ms, callers "
                     f"{r_many.get('callers_cpu_ms_per_request') or 0:.0f} ms"
+                    + (
+                        f" (at most {r['cpu_bound_ratio']:.2f}x at full use of the cores)"
+                        if r.get("cpu_bound_ratio")
+                        else ""
+                    )
                 )
     if report.get("video"):
         v = report["video"]

@@ -38,9 +38,22 @@ def test_benchmark_smoke(tmp_path, capsys):
     assert report["served"]["p50_ratio"] > 0 and report["served"]["requests"] == 2
     assert report["served"]["lean_p50_ratio"] > 0
     assert report["concurrency"]["errors"] == 0 and report["concurrency"]["callers"] == 2
+    assert report["concurrency"]["cpu_bound_ratio"] > 0
     assert report["concurrency"]["do_nothing_app"]["errors"] == 0
     assert report["concurrency"]["lean"]["errors"] == report["concurrency"]["do_nothing_app"]["lean"]["errors"] == 0
     assert report["concurrency"]["lean"]["2_callers"]["callers_cpu_ms_per_request"] is not None
     assert report["concurrency"]["1_callers"]["server_cpu_ms_per_request"] > 0
     printed = capsys.readouterr().out
     assert "seed loop" in printed and "do-nothing app" in printed and "stock" in printed and "lean callers" in printed
+
+
+def test_the_cpu_bound_is_the_cores_over_the_cpu_a_request_costs_server_and_callers_together():
+    import os
+
+    from emotion.bench import cpu_bound
+
+    bound = cpu_bound({"server_cpu_ms_per_request": 150.0, "callers_cpu_ms_per_request": 100.0}, 4.0)
+    cores = os.cpu_count() or 1
+    assert bound["cpu_bound_requests_per_s"] == cores / 0.25
+    assert bound["cpu_bound_ratio"] == cores / 0.25 / 4.0
+    assert cpu_bound({"server_cpu_ms_per_request": None, "callers_cpu_ms_per_request": 1.0}, 4.0) == {}  # no /proc
