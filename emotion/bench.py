@@ -17,7 +17,8 @@ All numbers of one run come from the same machine and process, so read them as r
   signature, request by request in turn: the p50 ratio; and what each uses of a core while idle;
 - concurrency: the throughput of 4 callers against that of 1, in alternating rounds; each caller is a
   process of its own (gradio_client), as real clients are, on the same cores as the server; the CPU per
-  request of the server and of the callers; then the same for the do-nothing app;
+  request of the server and of the callers, and the ratio that CPU allows at full use of the cores; then
+  the same for the do-nothing app;
 - served and concurrency again with lean callers ("lean"): gradio_client given one TLS context made once.
   By default it makes a new HTTP client for most of its requests, and each loads the machine's CA bundle
   into a new TLS context, even for an http:// URL (about 170 ms of CPU per call here, on the server's
@@ -639,8 +640,9 @@ def _throughputs(
 
 def cpu_bound(many: dict, one_per_s: float) -> dict:
     """The most the callers could get if they and the server used every core to the full, at the CPU each
-    request cost them together with ``callers`` callers (the callers share the machine's cores): requests/s,
-    and that against one caller's throughput. The measured ratio can only come near it from below."""
+    request cost them together in the reading ``many`` (N callers; they share the machine's cores with the
+    server): requests/s, and that against one caller's throughput ``one_per_s``. The measured ratio can only
+    come near it from below."""
     per_request = [many.get(f"{key}_cpu_ms_per_request") for key in ("server", "callers")]
     if None in per_request or not sum(per_request) or not one_per_s:
         return {}
