@@ -15,10 +15,11 @@ All numbers of one run come from the same machine and process, so read them as r
 - startup: `python app.py` until its first /analyze answer, and the same for a first start (empty cache);
 - served: one gradio_client caller, app.py against a do-nothing app with the same /analyze
   signature, request by request in turn: the p50 ratio; and what each uses of a core while idle;
-- concurrency: the throughput of 4 callers against that of 1, in alternating rounds; each caller is a
-  process of its own (gradio_client), as real clients are, on the same cores as the server; the CPU per
-  request of the server and of the callers, and the ratio that CPU allows at full use of the cores; then
-  the same for the do-nothing app;
+- concurrency: the throughput of 4 callers against that of 1, in alternating rounds (4 rounds of 10
+  requests per caller; the medians, and each round's ratio); each caller is a process of its own
+  (gradio_client), as real clients are, on the same cores as the server; the CPU per request of the server
+  and of the callers, and the ratio that CPU allows at full use of the cores; then the same for the
+  do-nothing app;
 - served and concurrency again with lean callers ("lean"): gradio_client given one TLS context made once.
   By default it makes a new HTTP client for most of its requests, and each loads the machine's CA bundle
   into a new TLS context, even for an http:// URL (about 170 ms of CPU per call here, on the server's
@@ -634,6 +635,8 @@ def _throughputs(
         }
     result["errors"] = sum(result[f"{n}_callers"]["errors"] for n in runs)
     result["throughput_ratio"] = result[f"{callers}_callers"]["requests_per_s"] / result["1_callers"]["requests_per_s"]
+    # Each N-caller round against the 1-caller round just before it: how far the host's drift moves the ratio.
+    result["round_ratios"] = [m["requests_per_s"] / o["requests_per_s"] for o, m in zip(runs[1], runs[callers])]
     result.update(cpu_bound(result[f"{callers}_callers"], result["1_callers"]["requests_per_s"]))
     return result
 
@@ -733,6 +736,11 @@ def table(report: dict) -> str:
             f"{c['callers']} callers {many['requests_per_s']:.2f} req/s (p50 {many['p50_ms']:.0f} ms): "
             f"{c['throughput_ratio']:.2f}x, {c['errors']} errors"
         )
+        if c.get("round_ratios"):
+            lines.append(
+                f"  {c['rounds']} rounds of {c['requests_per_caller']} requests per caller, the ratio of each "
+                f"round to the 1-caller round before it: {min(c['round_ratios']):.2f}-{max(c['round_ratios']):.2f}x"
+            )
         cpu = [
             f"{key} {one.get(f'{key}_cpu_ms_per_request') or 0:.0f} ms with 1 caller, "
             f"{many.get(f'{key}_cpu_ms_per_request') or 0:.0f} ms with {c['callers']}"
@@ -789,12 +797,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--callers", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=5, help="requests per caller")
+    # Per caller and round. A round's end, where fewer than all the callers are still at work, weighs more
+    # in a short round: with 5, 4 callers reached 91% of what their CPU per request allows, with 20 about
+    # 94% (measured). And a round of 5 is 2 s of a host whose speed wanders from minute to minute: more
+    # rounds of 10 give a steadier median.
+    parser.add_argument("--requests", type=int, default=10, help="requests per caller")
     parser.add_argument(
         "--compare", type=Path, nargs="*", default=[], help="model folders to time beside the bundled one"
     )
     parser.add_argument("--served-requests", type=int, default=20, help="requests to each app in 'served'")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating 1-caller / N-caller rounds")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating 1-caller / N-caller rounds")
     parser.add_argument("--bulk-images", type=int, default=200, help="images for the 'bulk' section")
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
     args = parser.parse_args(argv)
