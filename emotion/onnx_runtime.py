@@ -109,6 +109,12 @@ class OpenVinoSession:
             request = self._local.request = compiled.create_infer_request()
         return request
 
+    def run_ends(self, n: int) -> list[int]:
+        """Where the runs that ``run`` makes of ``n`` rows end, in order (one run without ``batch``)."""
+        if self.batch is None:
+            return [n]
+        return [min(n, start + rows) for start, rows in pieces(n, self.batch, self.split)]
+
     def run(self, _outputs, feeds: dict) -> list[np.ndarray]:
         """All of the model's outputs, in its order, for the one input in ``feeds``."""
         (x,) = feeds.values()

@@ -13,7 +13,7 @@ number, so the boxes match stock MTCNN's); what differs:
   (emotion.detectors.area): the same float32 numbers as torch's area resize, without reading the whole
   photo once per scale and every box once per crop.
 - a lone detection spreads its pyramid scales and its crop batches over every core; detections running
-  at once take one core each (each stage decides when it starts).
+  at once take one core each (each stage decides when it starts). The result is the same to the bit.
 - detections run on a few threads of their own with one torch thread each (see _one_torch_thread_pool):
   torch's OpenMP threads made each of the hundreds of small operations per photo wait on a busy machine.
 - the pyramid's largest scales (the most expensive: each costs about twice the next) are dropped when
@@ -233,22 +233,30 @@ class MTCNNDetector:
         return square(regressed)
 
     def _networks_on_crops(self, network: str, photo, boxes: torch.Tensor, h: int, w: int, size: int) -> list:
-        """The boxes that overlap the photo, then the network's outputs for their size x size crops; the
-        boxes split among the lanes, in order (each crop's outputs do not depend on the others)."""
-        lanes = min(self._lanes_now(), max(1, len(boxes) // MIN_LANE_CROPS[network]))
-        chunks = list(torch.tensor_split(boxes, lanes)) if lanes > 1 else [boxes]
+        """The boxes that overlap the photo, then the network's outputs for their size x size crops, in order.
 
-        def run(chunk):
-            kept, crops = _crops(photo, chunk, h, w, size)
-            outputs = getattr(self.net, network)(_normalise(crops)) if len(kept) else None
-            return kept, outputs
+        Spread over the lanes, the crops are parted only where the network's own runs end (its session's
+        ``run_ends``: OpenVINO's fixed batches), so each run holds the same crops as in one thread and the
+        outputs are the same to the bit. OpenVINO's kernels may round a batch differently by its size
+        (seen on an AMD EPYC: O-Net's outputs for a crop run alone were 1e-7 off those in a batch of two),
+        and a detection must not depend on whether another one was running at the same time."""
+        boxes, regions = _regions(boxes, h, w)
+        n = len(boxes)
+        if not n:
+            return [boxes]
+        net = getattr(self.net, network)
+        lanes = min(self._lanes_now(), max(1, n // MIN_LANE_CROPS[network]))
+        ends = getattr(getattr(net, "session", None), "run_ends", None)
+        parts = _parts(ends(n) if ends else range(1, n + 1), n, lanes)
 
-        parts = [(kept, out) for kept, out in self._spread(run, chunks) if out is not None]
-        if not parts:
-            return [boxes[:0]]
-        return [torch.cat([part[0] for part in parts])] + [
-            torch.cat([part[1][k] for part in parts]) for k in range(len(parts[0][1]))
-        ]
+        def run(part):
+            start, end = part
+            return net(_normalise(photo.crops(*(r[start:end] for r in regions), size)))
+
+        outputs = self._spread(run, parts)
+        if len(outputs) == 1:
+            return [boxes, *outputs[0]]
+        return [boxes] + [torch.cat([out[k] for out in outputs]) for k in range(len(outputs[0]))]
 
     def _refine(self, photo, boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Stage 2: R-Net on 24x24 crops; survivors regressed and squared, at most the budget."""
@@ -282,15 +290,27 @@ class MTCNNDetector:
         return boxes[pick].cpu().numpy(), points[pick].cpu().numpy()
 
 
-def _crops(photo, boxes: torch.Tensor, h: int, w: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The boxes that overlap the image, and their regions resized to size x size (as facenet-pytorch cuts
-    them: the box clipped to the image, rows y - 1 to ey and columns x - 1 to ex, stretched to the square)."""
+def _regions(boxes: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, tuple[np.ndarray, ...]]:
+    """The boxes that overlap the image, and their regions as facenet-pytorch cuts them (the box clipped to
+    the image, rows y - 1 to ey and columns x - 1 to ex): int64 arrays y0, y1, x0, x1 of rows [y0, y1) and
+    columns [x0, x1), for the sampler's ``crops``."""
     y, ey, x, ex = clip(boxes, w, h)
     valid = np.flatnonzero((ey > y - 1) & (ex > x - 1))
-    if not len(valid):
-        return boxes[:0], torch.zeros((0, 3, size, size))
-    y0, y1, x0, x1 = (v[valid].astype(np.int64) for v in (y - 1, ey, x - 1, ex))
-    return boxes[torch.from_numpy(valid)], photo.crops(y0, y1, x0, x1, size)
+    regions = tuple(v[valid].astype(np.int64) for v in (y - 1, ey, x - 1, ex))
+    return boxes[torch.from_numpy(valid)], regions
+
+
+def _parts(ends, n: int, lanes: int) -> list[tuple[int, int]]:
+    """Up to ``lanes`` consecutive (start, end) parts of ``n`` rows, parted only at ``ends`` (where the
+    network's runs end, ascending, the last n), each time at the end nearest an even share."""
+    cuts = [0]
+    inner = [e for e in ends if 0 < e < n]
+    for k in range(1, lanes):
+        later = [e for e in inner if e > cuts[-1]]
+        if later:
+            cuts.append(min(later, key=lambda e: abs(e - k * n / lanes)))
+    cuts.append(n)
+    return list(zip(cuts, cuts[1:]))
 
 
 class TorchArea:
