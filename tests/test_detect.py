@@ -329,8 +329,8 @@ def test_crops_spread_over_lanes_go_through_the_same_runs_as_in_one_thread(netwo
         whole = runs.run_ends(n)
         for lanes in (2, 3, 4):
             parts = _parts(whole, n, lanes)
-            assert parts[0][0] == 0 and parts[-1][1] == n
-            assert all(a < b == c for (a, b), (c, _) in zip(parts, parts[1:]))  # consecutive, none empty
+            assert parts[0][0] == 0 and parts[-1][1] == n and all(start < end for start, end in parts)
+            assert all(end == start for (_, end), (start, _) in zip(parts, parts[1:]))  # consecutive
             for start, end in parts:
                 assert [start + e for e in runs.run_ends(end - start)] == [e for e in whole if start < e <= end]
     # Balanced where the runs allow: 300 R-Net crops (runs of 32) go 160 and 140; 29 O-Net crops (16, 8, 4, 1)
