@@ -115,14 +115,19 @@ def test_json_document(apollo):
     assert doc["frames_analyzed"] == analysis.frames_analyzed and doc["model"] == "bundled"
     assert doc["backend"] == "local" and doc["fps"] == FPS and set(doc["timing_ms"]) >= {"detect", "classify"}
     assert [t["id"] for t in doc["tracks"]] == [1, 2, 3]
-    for track in doc["tracks"]:
+    for track, kept in zip(doc["tracks"], analysis.tracks):
         assert [f["t"] for f in track["frames"]] == sorted(f["t"] for f in track["frames"])
         for f in track["frames"]:
             assert list(f["scores"]) == list(LABELS) and sum(f["scores"].values()) == pytest.approx(1, abs=1e-3)
             assert f["label"] == max(f["scores"], key=f["scores"].get) and len(f["box"]) == 4
-        share = track["summary"]["share"]
+        share, label = track["summary"]["share"], track["summary"]["label"]
         assert list(share) == list(LABELS) and sum(share.values()) == pytest.approx(1, abs=1e-3)
-        assert track["summary"]["label"] == max(share, key=share.get)
+        # The most frequent label; a tie goes to the higher mean probability. (The clip is encoded anew for
+        # each run, and x264's output varies from one encoding to the next: in one suite run the middle
+        # face's frames were split evenly between happy and neutral.)
+        tied = [k for k in LABELS if share[k] == max(share.values())]
+        mean = {k: sum(f.scores[k] for f in kept.frames) / len(kept.frames) for k in tied}
+        assert label == max(tied, key=mean.get)
 
 
 def test_the_reader_samples_at_the_asked_rate(clips):
