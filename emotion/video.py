@@ -524,8 +524,12 @@ def pan_clip(
     image = photo if isinstance(photo, Image.Image) else Image.open(photo).convert("RGB")
     pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
     n = max(1, round(seconds * fps))
+    # x264's macroblock-tree rate control made the same frames encode differently from one run to the next
+    # (measured on an AMD EPYC, one thread or several); without it a clip is the same every time, and so
+    # are the tests and bench readings made on it.
+    options = {"x264-params": "mbtree=0"} if codec == "libx264" else {}
     with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=fps)
+        stream = out.add_stream(codec, rate=fps, options=options)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], pix_fmt
         for i in range(n):
             p = i / max(1, n - 1)
