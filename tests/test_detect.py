@@ -368,10 +368,12 @@ def test_summed_area_resampling_is_torchs_area_resize_bit_for_bit(size):
     rgb[: h // 3] = rng.integers(0, 256, rgb[: h // 3].shape, dtype=np.uint8)  # noise: every bit counts
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).unsqueeze(0).float()
     sampler = AreaSampler(rgb)
-    # The table, built CHUNK rows at a time, is the plain cumulative sum down the rows and along the columns.
-    plain = np.zeros((h + 1, 3, w + 1), np.int64)
-    plain[1:, :, 1:] = rgb.transpose(0, 2, 1).astype(np.int64).cumsum(0).cumsum(2)
-    assert np.array_equal(sampler.table, plain)
+    # The table, built CHUNK rows at a time, is the plain cumulative sum down the rows and along the columns
+    # of each channel, the three packed in 21-bit fields (modulo 2**64, as unsigned integers wrap).
+    plain = np.zeros((h + 1, w + 1, 3), np.int64)
+    plain[1:, 1:] = rgb.astype(np.int64).cumsum(0).cumsum(1)
+    packed = plain.astype(np.uint64) @ (np.uint64(1) << np.array([0, 21, 42], np.uint64))
+    assert np.array_equal(sampler.table, packed)
     for out in [(h, w), (max(1, h // 2), w * 2 // 3), (int(h * 0.43 + 1), int(w * 0.43 + 1)), (12, 12)]:
         assert torch.equal(sampler.resize(*out), F.interpolate(x, size=out, mode="area")), out
     y0 = rng.integers(0, h - 1, 50)
@@ -379,6 +381,34 @@ def test_summed_area_resampling_is_torchs_area_resize_bit_for_bit(size):
     y1 = np.minimum(h, y0 + rng.integers(1, h + 1, 50))
     x1 = np.minimum(w, x0 + rng.integers(1, w + 1, 50))
     for side in (24, 48):
+        expected = torch.cat([F.adaptive_avg_pool2d(x[:, :, a:b, c:d], side) for a, b, c, d in zip(y0, y1, x0, x1)])
+        assert torch.equal(sampler.crops(y0, y1, x0, x1, side), expected)
+
+
+def test_windows_too_large_for_a_packed_field_are_summed_in_pieces(monkeypatch):
+    """A window's three channel sums share one 64-bit number, 21 bits each: larger windows are summed in
+    pieces. With the limit lowered to a few pixels every window is cut (unevenly too): still torch's numbers."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from emotion.detectors import area
+
+    assert area.MAX_WINDOW * 255 < 2**21 <= (area.MAX_WINDOW + 1) * 255
+    for rows, cols in [(1, 1), (90, 91), (300, 7), (2, 9000)]:
+        kr, kc = area.pieces(rows, cols)
+        assert -(-rows // kr) * -(-cols // kc) <= area.MAX_WINDOW
+    assert area.pieces(90, 91) == (1, 1) and area.pieces(91, 91) == (2, 1)
+
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (83, 61, 3), dtype=np.uint8)
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).unsqueeze(0).float()
+    monkeypatch.setattr(area, "MAX_WINDOW", 5)
+    sampler = area.AreaSampler(rgb)
+    for out in [(12, 12), (20, 7), (83, 30)]:
+        assert torch.equal(sampler.resize(*out), F.interpolate(x, size=out, mode="area")), out
+    y0, x0 = rng.integers(0, 40, 9), rng.integers(0, 30, 9)
+    y1, x1 = y0 + rng.integers(1, 43, 9), x0 + rng.integers(1, 31, 9)
+    for side in (5, 24):
         expected = torch.cat([F.adaptive_avg_pool2d(x[:, :, a:b, c:d], side) for a, b, c, d in zip(y0, y1, x0, x1)])
         assert torch.equal(sampler.crops(y0, y1, x0, x1, side), expected)
 
