@@ -1,6 +1,7 @@
 """The real MTCNN on real photos."""
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -353,13 +354,14 @@ def test_detections_run_on_one_torch_thread_and_leave_other_threads_alone():
 
 
 @pytest.mark.parametrize("size", [(471, 600), (97, 13), (1067, 1600)])
-def test_summed_area_resampling_is_torchs_area_resize_bit_for_bit(size):
+def test_summed_area_resampling_is_torchs_area_resize_bit_for_bit(size, monkeypatch):
     """The pyramid and the crops come from emotion.detectors.area on the CPU: the same float32 numbers as
     F.interpolate(mode="area") and adaptive_avg_pool2d, which stock MTCNN uses. (Bit for bit while torch's
     float32 sums are exact: windows under 65,000 pixels; MTCNN's, at least 12 per side of the photo, are.)"""
     import numpy as np
     import torch.nn.functional as F
 
+    from emotion.detectors import area
     from emotion.detectors.area import AreaSampler
 
     h, w = size
@@ -374,6 +376,15 @@ def test_summed_area_resampling_is_torchs_area_resize_bit_for_bit(size):
     plain[1:, 1:] = rgb.astype(np.int64).cumsum(0).cumsum(1)
     packed = plain.astype(np.uint64) @ (np.uint64(1) << np.array([0, 21, 42], np.uint64))
     assert np.array_equal(sampler.table, packed)
+    # Built by several threads at once, in bands of rows (a detection's lanes): the same table.
+    monkeypatch.setattr(area, "MIN_PART_ROWS", 4)  # even the smallest photo in bands
+    with ThreadPoolExecutor(3) as pool:
+
+        def spread(fn, groups):
+            return list(pool.map(fn, groups))
+
+        for parts in (2, 3, 4):
+            assert np.array_equal(AreaSampler(rgb, spread, parts).table, packed), parts
     for out in [(h, w), (max(1, h // 2), w * 2 // 3), (int(h * 0.43 + 1), int(w * 0.43 + 1)), (12, 12)]:
         assert torch.equal(sampler.resize(*out), F.interpolate(x, size=out, mode="area")), out
     y0 = rng.integers(0, h - 1, 50)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 CHUNK = 64  # rows of the table summed at a time: 64 rows of a 1600-px photo are 0.8 MB, about a core's cache
+MIN_PART_ROWS = 256  # rows of the table one thread builds at least: a smaller photo's takes about 1 ms
 BAND = 32  # output rows of a pyramid level made at a time (32 rows of a 1600-px table: 0.4 MB)
 FIELD = 21  # bits of a packed pixel per channel (the last channel has the 22 bits left)
 MASK = np.uint64((1 << FIELD) - 1)
@@ -71,25 +72,53 @@ def unpack(packed: np.ndarray, out: np.ndarray, channel_axis: int, add: bool = F
 
 class AreaSampler:
     """``resize`` (a pyramid level) and ``crops`` (regions resized to a square), both (N, 3, h, w) float32
-    tensors with values 0-255, from one (H, W, 3) uint8 photo."""
+    tensors with values 0-255, from one (H, W, 3) uint8 photo.
 
-    def __init__(self, rgb: np.ndarray):
+    ``spread(fn, groups)``, if given, returns ``[fn(g) for g in groups]``, run on as many threads at once
+    (the detector's lanes): the table is then built in ``parts`` bands of rows at the same time."""
+
+    def __init__(self, rgb: np.ndarray, spread=None, parts: int = 1):
         h, w, _ = rgb.shape
         self.h, self.w = h, w
-        table = np.empty((h + 1, w + 1), np.uint64)  # unsigned: its sums wrap around 2**64, as they may
-        table[0], table[:, 0] = 0, 0
-        # Each row's sums along its columns (numpy's cumulative sum is fast along the last, contiguous axis),
-        # then down the rows with one vector add per row (far faster than a cumulative sum down axis 0),
-        # CHUNK rows at a time, while they are still in the cache. One thread: split over two, the adds (short
-        # and bound by memory and the interpreter lock) were no faster.
-        for start in range(0, h, CHUNK):
-            end = min(h, start + CHUNK)
-            rows = table[start + 1 : end + 1, 1:]
-            np.cumsum(np.matmul(rgb[start:end], PACK).astype(np.uint64), axis=-1, out=rows)
-            np.add(table[start, 1:], rows[0], out=rows[0])
-            for i in range(1, end - start):
-                np.add(rows[i - 1], rows[i], out=rows[i])
-        self.table = table  # table[i, j]: the packed sum of the pixels in rows < i and columns < j
+        self.table = np.empty((h + 1, w + 1), np.uint64)  # unsigned: its sums wrap around 2**64, as they may
+        self.table[0], self.table[:, 0] = 0, 0
+        # table[i, j]: the packed sum of the pixels in rows < i and columns < j
+        parts = max(1, min(parts, h // MIN_PART_ROWS)) if spread else 1
+        cuts = sorted({round(h * k / parts / CHUNK) * CHUNK for k in range(parts)} | {h})
+        bands = list(zip(cuts, cuts[1:]))
+        if len(bands) == 1:
+            self._band(rgb, bands[0])
+            return
+        spread(lambda band: self._band(rgb, band), bands)
+        # Each band's sums start at zero: below the first, every row still lacks the sums of the rows above
+        # its band, which are the bands' last rows added up (taken before any is corrected).
+        above = [self.table[cuts[1]].copy()]
+        for end in cuts[2:-1]:
+            above.append(above[-1] + self.table[end])
+        rows = cuts[1] + 1 + (h - cuts[1]) * np.arange(len(bands) + 1) // len(bands)
+        spread(lambda span: self._raise(span, cuts, above), list(zip(rows, rows[1:])))
+
+    def _band(self, rgb: np.ndarray, band: tuple[int, int]) -> None:
+        """The table's rows start + 1 to end, summed from row start + 1 on (as if the photo began there)."""
+        start, end = band
+        for top in range(start, end, CHUNK):
+            bottom = min(end, top + CHUNK)
+            rows = self.table[top + 1 : bottom + 1, 1:]
+            # Each row's sums along its columns, then down the rows, CHUNK rows at a time, while they are
+            # still in the cache. One call for each: a loop of one vector add per row was no faster, and it
+            # held the interpreter lock that the other bands' threads need.
+            np.cumsum(np.matmul(rgb[top:bottom], PACK).astype(np.uint64), axis=-1, out=rows)
+            if top > start:
+                np.add(self.table[top, 1:], rows[0], out=rows[0])
+            np.cumsum(rows, axis=0, out=rows)
+
+    def _raise(self, span: tuple[int, int], cuts: list[int], above: list[np.ndarray]) -> None:
+        """Rows [a, b) of the table, in the bands below the first, given the sums of the rows above them."""
+        a, b = span
+        for k, offset in enumerate(above, start=1):
+            lo, hi = max(a, cuts[k] + 1), min(b, cuts[k + 1] + 1)
+            if lo < hi:
+                np.add(self.table[lo:hi], offset, out=self.table[lo:hi])
 
     def resize(self, out_h: int, out_w: int) -> torch.Tensor:
         """The whole photo at out_h x out_w: ``F.interpolate(photo, (out_h, out_w), mode="area")``."""

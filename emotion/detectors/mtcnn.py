@@ -177,7 +177,7 @@ class MTCNNDetector:
         """What resizes the photo and cuts the crops: on the CPU from its summed-area table (same numbers,
         a fraction of the time), elsewhere torch's area resize on the device."""
         if self.device.type == "cpu":
-            return AreaSampler(rgb)
+            return AreaSampler(rgb, self._spread, self._lanes_now())
         return TorchArea(rgb, self.device)
 
     def stages(self, photo) -> tuple[np.ndarray, np.ndarray]:
