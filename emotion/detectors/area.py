@@ -58,7 +58,7 @@ def piece(lo: np.ndarray, hi: np.ndarray, j: int, k: int) -> tuple[np.ndarray, n
     return lo + n * j // k, lo + n * (j + 1) // k
 
 
-def unpack(packed: np.ndarray, out: np.ndarray, channel_axis: int, add: bool = False) -> None:
+def unpack(packed: np.ndarray, out: np.ndarray, channel_axis: int, add: bool) -> None:
     """The three channel sums held in ``packed`` (windows of at most MAX_WINDOW pixels) written, or added
     with ``add``, to ``out``, whose axis ``channel_axis`` is the channel."""
     fields = (packed & MASK, (packed >> np.uint64(FIELD)) & MASK, packed >> np.uint64(2 * FIELD))
@@ -68,6 +68,21 @@ def unpack(packed: np.ndarray, out: np.ndarray, channel_axis: int, add: bool = F
             target += value
         else:
             target[...] = value
+
+
+def _sums(fill, r0, r1, c0, c1, shape: tuple) -> np.ndarray:
+    """The windows' channel sums as a float32 array of ``shape``: ``fill(r0, r1, c0, c1, out, add)`` writes (or
+    adds) them for windows of at most MAX_WINDOW pixels, so larger windows are filled piece by piece."""
+    kr, kc = pieces(int((r1 - r0).max(initial=0)), int((c1 - c0).max(initial=0)))
+    if kr == kc == 1:
+        sums = np.empty(shape, np.float32)  # each sum is under 2**22: exact in float32
+        fill(r0, r1, c0, c1, sums, False)
+        return sums
+    total = np.zeros(shape, np.uint64)
+    for jr in range(kr):
+        for jc in range(kc):
+            fill(*piece(r0, r1, jr, kr), *piece(c0, c1, jc, kc), total, True)
+    return total.astype(np.float32)  # exact integers, rounded once
 
 
 class AreaSampler:
@@ -124,22 +139,13 @@ class AreaSampler:
         """The whole photo at out_h x out_w: ``F.interpolate(photo, (out_h, out_w), mode="area")``."""
         r0, r1 = windows(self.h, out_h)
         c0, c1 = windows(self.w, out_w)
-        kr, kc = pieces(int((r1 - r0).max()), int((c1 - c0).max()))
-        if kr == kc == 1:
-            sums = np.empty((3, out_h, out_w), np.float32)  # the sums are under 2**24: exact in float32
-            self._level(r0, r1, c0, c1, sums)
-        else:
-            total = np.zeros((3, out_h, out_w), np.uint64)
-            for jr in range(kr):
-                for jc in range(kc):
-                    self._level(*piece(r0, r1, jr, kr), *piece(c0, c1, jc, kc), total, add=True)
-            sums = total.astype(np.float32)
-        out = torch.from_numpy(sums)  # (3, out_h, out_w)
+        out = torch.from_numpy(_sums(self._level, r0, r1, c0, c1, (3, out_h, out_w)))
         out /= torch.from_numpy((r1 - r0).astype(np.float32))[:, None]
         out /= torch.from_numpy((c1 - c0).astype(np.float32))
         return out.unsqueeze(0)
 
-    def _level(self, r0, r1, c0, c1, out: np.ndarray, add: bool = False) -> None:
+    def _level(self, r0, r1, c0, c1, out: np.ndarray, add: bool) -> None:
+        """The level's sums (windows rows [r0, r1) x columns [c0, c1)) written, or added, to (3, h, w) ``out``."""
         # BAND output rows at a time: a whole level's temporaries are megabytes, each a fresh allocation the
         # kernel hands over page by page; a band's stay small and in the cache.
         for start in range(0, out.shape[1], BAND):
@@ -157,18 +163,11 @@ class AreaSampler:
         h, w = (y1 - y0)[:, None], (x1 - x0)[:, None]
         r0, r1 = y0[:, None] + (a * h) // size, y0[:, None] + ((a + 1) * h + size - 1) // size  # (N, size)
         c0, c1 = x0[:, None] + (a * w) // size, x0[:, None] + ((a + 1) * w + size - 1) // size
-        n = len(y0)
-        kr, kc = pieces(int((r1 - r0).max(initial=0)), int((c1 - c0).max(initial=0)))
-        if kr == kc == 1:
-            sums = np.empty((n, 3, size, size), np.float32)
-            unpack(self._corners(r0, r1, c0, c1), sums, 1)
-        else:
-            total = np.zeros((n, 3, size, size), np.uint64)
-            for jr in range(kr):
-                for jc in range(kc):
-                    unpack(self._corners(*piece(r0, r1, jr, kr), *piece(c0, c1, jc, kc)), total, 1, add=True)
-            sums = total.astype(np.float32)
-        out = torch.from_numpy(sums)
+
+        def fill(r0, r1, c0, c1, out, add):
+            unpack(self._corners(r0, r1, c0, c1), out, 1, add)
+
+        out = torch.from_numpy(_sums(fill, r0, r1, c0, c1, (len(y0), 3, size, size)))
         out /= torch.from_numpy((r1 - r0).astype(np.float32))[:, None, :, None]
         out /= torch.from_numpy((c1 - c0).astype(np.float32))[:, None, None, :]
         return out
