@@ -19,7 +19,8 @@ All numbers of one run come from the same machine and process, so read them as r
   requests per caller; the medians, and each round's ratio); each caller is a process of its own
   (gradio_client), as real clients are, on the same cores as the server; the CPU per request of the server
   and of the callers, and the ratio that CPU allows at full use of the cores; then the same for the
-  do-nothing app;
+  app with the detector's lanes off (EMOTION_DETECT_THREADS=1: a lone request on one core, as each of
+  several concurrent ones), and the do-nothing app;
 - served and concurrency again with lean callers ("lean"): gradio_client given one TLS context made once.
   By default it makes a new HTTP client for most of its requests, and each loads the machine's CA bundle
   into a new TLS context, even for an http:// URL (about 170 ms of CPU per call here, on the server's
@@ -585,8 +586,9 @@ def bench_concurrency(
 ) -> dict:
     """Throughput of 1 caller and of ``callers`` callers (each its own process), in alternating rounds;
     medians of the rounds, and the CPU the server and the callers used per request (the callers share the
-    machine's cores with the server). With ``model``, the do-nothing app is measured the same way after it
-    (``do_nothing_app``): the ratio Gradio and the callers allow at all on this machine. Then both again
+    machine's cores with the server). With ``model``, app.py with its detector's lanes off (``lanes_off``)
+    and the do-nothing app (``do_nothing_app``) are measured the same way after it: what the lanes cost the
+    ratio, and the ratio Gradio and the callers allow at all on this machine. Then both again
     with lean callers (``lean``: see make_client), which leave the server nearly all of both cores."""
     result = {"photo": photo.name, "requests_per_caller": requests_each, "rounds": rounds, "callers": callers}
     result.update(_throughputs(server, photo, callers, requests_each, rounds))
@@ -599,6 +601,14 @@ def bench_concurrency(
         result["throughput_ratio"],
     )
     if model:
+        # The same app with the detector's lanes off: a lone request then runs on one core, as each of several
+        # concurrent ones does. What the lanes cost the ratio, and what they save one caller (the p50s).
+        off = Server(["app.py"], model, photo, env={"EMOTION_DETECT_THREADS": "1"})
+        try:
+            result["lanes_off"] = _throughputs(off, photo, callers, requests_each, rounds)
+        finally:
+            off.close()
+        log.info("concurrency, lanes off: %.2fx", result["lanes_off"]["throughput_ratio"])
         null = Server(["-c", "from emotion.bench import serve_null_app; serve_null_app()"], model, photo)
         try:
             result["do_nothing_app"] = _throughputs(null, photo, callers, requests_each, rounds)
@@ -752,7 +762,8 @@ def table(report: dict) -> str:
                 f"  with every core used to the full at that CPU per request: at most "
                 f"{c['cpu_bound_requests_per_s']:.2f} req/s, {c['cpu_bound_ratio']:.2f}x one caller"
             )
-        readings = [("do-nothing app, same callers", c.get("do_nothing_app"))]
+        readings = [("lanes off (EMOTION_DETECT_THREADS=1), same callers", c.get("lanes_off"))]
+        readings += [("do-nothing app, same callers", c.get("do_nothing_app"))]
         readings += [
             ("lean callers", c.get("lean")),
             ("do-nothing app, lean callers", (c.get("do_nothing_app") or {}).get("lean")),
@@ -761,7 +772,8 @@ def table(report: dict) -> str:
             if r:
                 r_one, r_many = r["1_callers"], r[f"{c['callers']}_callers"]
                 lines.append(
-                    f"  {name}: {r_one['requests_per_s']:.2f} vs {r_many['requests_per_s']:.2f} req/s: "
+                    f"  {name}: {r_one['requests_per_s']:.2f} (p50 {r_one['p50_ms']:.0f} ms) vs "
+                    f"{r_many['requests_per_s']:.2f} req/s: "
                     f"{r['throughput_ratio']:.2f}x; CPU per request with {c['callers']}: server "
                     f"{r_many.get('server_cpu_ms_per_request') or 0:.0f} ms, callers "
                     f"{r_many.get('callers_cpu_ms_per_request') or 0:.0f} ms"

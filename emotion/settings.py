@@ -29,6 +29,16 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_count(name: str, default: int) -> int:
+    """A whole number >= 0 from the environment variable ``name``; ``default`` when it is unset or empty."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit():
+        raise ValueError(f"{name} must be a whole number (0 or more), not {value!r}")
+    return int(value)
+
+
 def _env_public() -> bool:
     # Hugging Face Spaces set SPACE_ID: a Space is public unless its owner says otherwise.
     return bool(os.environ.get("SPACE_ID", "").strip()) or _env_flag("EMOTION_PUBLIC")
@@ -81,6 +91,10 @@ class Settings:
     max_batch_pixels: int = 120_000_000  # their pixels together, read from the headers before decoding
     max_request_mb: int = 64  # any HTTP request body (uploads of several files included)
     detect_max_candidates: int = 400  # MTCNN boxes kept after its first and second stages (best scores)
+    # Threads per MTCNN network run. 0: one, and a detection that runs alone spreads its work over the cores
+    # (its "lanes": the fastest answer for one visitor); 1: no lanes, every detection on one core (more
+    # requests per second on a machine whose cores are busy with other work). EMOTION_DETECT_THREADS sets it.
+    detect_threads: int = field(default_factory=lambda: _env_count("EMOTION_DETECT_THREADS", 0))
     cache_minutes: int = 20  # uploads and results are deleted this long after they were written
     remote_workers: int = 8  # concurrent Inference API calls per request
     # --- Video (emotion.video.VideoLimits holds the rest; any video_<name> field here overrides it) ---

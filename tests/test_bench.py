@@ -42,11 +42,13 @@ def test_benchmark_smoke(tmp_path, capsys):
     assert len(report["concurrency"]["round_ratios"]) == report["concurrency"]["rounds"] == 1
     assert report["concurrency"]["round_ratios"][0] == report["concurrency"]["throughput_ratio"]  # one round
     assert report["concurrency"]["do_nothing_app"]["errors"] == 0
+    assert report["concurrency"]["lanes_off"]["errors"] == 0 and report["concurrency"]["lanes_off"]["round_ratios"]
     assert report["concurrency"]["lean"]["errors"] == report["concurrency"]["do_nothing_app"]["lean"]["errors"] == 0
     assert report["concurrency"]["lean"]["2_callers"]["callers_cpu_ms_per_request"] is not None
     assert report["concurrency"]["1_callers"]["server_cpu_ms_per_request"] > 0
     printed = capsys.readouterr().out
     assert "seed loop" in printed and "do-nothing app" in printed and "stock" in printed and "lean callers" in printed
+    assert "lanes off (EMOTION_DETECT_THREADS=1), same callers" in printed
     assert "the ratio of each round to the 1-caller round before it" in printed
 
 

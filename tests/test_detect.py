@@ -487,3 +487,21 @@ def test_a_phone_sized_photo_gives_the_faces_stock_finds_on_a_plain_copy():
     stock = [(tuple(b / scale), pts / scale) for b, p, pts in zip(boxes, probs, points) if p >= 0.9]
     assert len(stock) == 3
     assert_same_faces(detect_faces(image), stock)
+
+
+def test_detect_threads_from_the_environment_one_turns_the_lanes_off(monkeypatch):
+    """EMOTION_DETECT_THREADS=1 (the bench's "lanes off"): every detection on one thread, the same faces."""
+    from emotion.detectors import get_detector
+    from emotion.settings import Settings
+
+    monkeypatch.setenv("EMOTION_DETECT_THREADS", "1")
+    settings = Settings()
+    assert settings.detect_threads == 1 and Settings(detect_threads=0).detect_threads == 0
+    detector = get_detector("mtcnn", settings)
+    assert detector._lanes is None and detector._lanes_now() == 1
+    image = load_image(photo("nasa_apollo11_crew.jpg"))
+    assert detector(image) == get_detector("mtcnn", Settings(detect_threads=0))(image)  # boxes, scores, landmarks
+    for bad in ("two", "-1", "1.5"):
+        monkeypatch.setenv("EMOTION_DETECT_THREADS", bad)
+        with pytest.raises(ValueError, match="EMOTION_DETECT_THREADS must be a whole number"):
+            Settings()

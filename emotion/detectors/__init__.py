@@ -52,7 +52,7 @@ def get_detector(name: str, settings) -> Detector:
         settings.min_detection_score,
         settings.detect_max_side,
         settings.detect_max_candidates,
-        getattr(settings, "detect_threads", 0),  # threads per network run; 0: one, the work spread over lanes
+        settings.detect_threads,  # threads per network run; 0: one, the work spread over lanes
         settings.concurrency,  # detections at once (emotion.detectors.mtcnn runs them on that many threads)
         getattr(settings, "detect_pyramid_pixels", 250_000),  # P-Net's largest scale at most this many pixels
     )

@@ -387,7 +387,7 @@ def build(settings) -> MTCNNDetector:
         settings.min_detection_score,
         settings.detect_max_side,
         settings.detect_max_candidates,
-        getattr(settings, "detect_threads", 0),
+        settings.detect_threads,
         settings.concurrency,
         getattr(settings, "detect_pyramid_pixels", 250_000),
     )
