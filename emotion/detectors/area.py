@@ -29,9 +29,6 @@ BAND = 32  # output rows of a pyramid level made at a time (32 rows of a 1600-px
 FIELD = 21  # bits of a packed pixel per channel (the last channel has the 22 bits left)
 MASK = np.uint64((1 << FIELD) - 1)
 MAX_WINDOW = ((1 << FIELD) - 1) // 255  # pixels whose sum fits a field: 8,224 (about 90 x 90)
-# A pixel's packed value as a product: float64 holds 255 * 2**42 exactly, and numpy's float matrix product
-# packed a 1600 x 1067 photo in 2.5 ms, against 3.6 for integer shifts and adds on the strided channels.
-PACK = np.array([1.0, 2.0**FIELD, 2.0 ** (2 * FIELD)])
 
 
 def windows(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,6 +53,17 @@ def piece(lo: np.ndarray, hi: np.ndarray, j: int, k: int) -> tuple[np.ndarray, n
     """The j-th of k consecutive pieces of each window [lo, hi) (at most ceil((hi - lo) / k) long)."""
     n = hi - lo
     return lo + n * j // k, lo + n * (j + 1) // k
+
+
+def pack(rgb: np.ndarray) -> np.ndarray:
+    """Each pixel of (h, w, 3) uint8 ``rgb`` as one uint64: red + green << FIELD + blue << 2 * FIELD."""
+    # Red and green first in 32 bits (255 << 21 fits), then blue in 64: on 64-row chunks of a 1600-px photo
+    # half the time of the earlier float64 product with (1, 2**21, 2**42) and of shifts done all in 64 bits.
+    low = rgb[..., 0].astype(np.uint32)
+    low |= rgb[..., 1].astype(np.uint32) << np.uint32(FIELD)
+    packed = low.astype(np.uint64)
+    packed |= rgb[..., 2].astype(np.uint64) << np.uint64(2 * FIELD)
+    return packed
 
 
 def unpack(packed: np.ndarray, out: np.ndarray, channel_axis: int, add: bool) -> None:
@@ -122,7 +130,7 @@ class AreaSampler:
             # Each row's sums along its columns, then down the rows, CHUNK rows at a time, while they are
             # still in the cache. One call for each: a loop of one vector add per row was no faster, and it
             # held the interpreter lock that the other bands' threads need.
-            np.cumsum(np.matmul(rgb[top:bottom], PACK).astype(np.uint64), axis=-1, out=rows)
+            np.cumsum(pack(rgb[top:bottom]), axis=-1, out=rows)
             if top > start:
                 np.add(self.table[top, 1:], rows[0], out=rows[0])
             np.cumsum(rows, axis=0, out=rows)
