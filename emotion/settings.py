@@ -34,7 +34,7 @@ def _env_count(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     if not value:
         return default
-    if not value.isdigit():
+    if not value.isdecimal():
         raise ValueError(f"{name} must be a whole number (0 or more), not {value!r}")
     return int(value)
 
@@ -92,8 +92,8 @@ class Settings:
     max_request_mb: int = 64  # any HTTP request body (uploads of several files included)
     detect_max_candidates: int = 400  # MTCNN boxes kept after its first and second stages (best scores)
     # Threads per MTCNN network run. 0: one, and a detection that runs alone spreads its work over the cores
-    # (its "lanes": the fastest answer for one visitor); 1: no lanes, every detection on one core (more
-    # requests per second on a machine whose cores are busy with other work). EMOTION_DETECT_THREADS sets it.
+    # (its "lanes": the fastest answer for one visitor); 1: no lanes, every detection on one core (a lone
+    # answer slower, the same requests per second under load: see README). EMOTION_DETECT_THREADS sets it.
     detect_threads: int = field(default_factory=lambda: _env_count("EMOTION_DETECT_THREADS", 0))
     cache_minutes: int = 20  # uploads and results are deleted this long after they were written
     remote_workers: int = 8  # concurrent Inference API calls per request
