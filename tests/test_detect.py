@@ -317,6 +317,58 @@ def test_a_lone_detection_spread_over_lanes_gives_the_one_thread_result():
     assert len(threads) >= 2  # the scales were shared out, not all run on one thread
 
 
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or not 2 <= len(os.sched_getaffinity(0)) <= 4,
+    reason="lanes pin only where they span every CPU (2 to 4)",
+)
+def test_a_lone_detection_and_its_lanes_each_keep_to_a_cpu_of_their_own_and_give_it_back():
+    """After a pause the kernel woke the lanes on the waking thread's core (a lone detection then took as long
+    on two cores as on one): each lane keeps to a CPU, the detection's thread to another while it runs, and
+    it gets all of its CPUs back when it is done."""
+    import threading
+
+    cpus = sorted(os.sched_getaffinity(0))
+    detector = MTCNNDetector(torch.device("cpu"))
+    seen = {}
+
+    def where(*_):
+        seen.setdefault(threading.get_ident(), set()).add(frozenset(os.sched_getaffinity(0)))
+
+    hook = detector.net.pnet.register_forward_hook(where)
+    try:
+        assert len(detector(load_image(photo("pexels_neutral.jpeg")))) == 1
+    finally:
+        hook.remove()
+    pinned = [sets.pop() for sets in seen.values() if len(sets) == 1]
+    assert len(pinned) == len(seen) >= 2  # P-Net ran on two threads or more, each always on the same CPUs
+    assert all(len(one) == 1 for one in pinned) and len(set(pinned)) == len(pinned)  # one CPU each, distinct
+    assert frozenset({cpus[0]}) in pinned  # the detection's own thread, on the first while it spread
+    # Done: the detection threads have every CPU again (the lanes keep theirs).
+    assert all(detector._pool.submit(os.sched_getaffinity, 0).result() == set(cpus) for _ in range(4))
+    # While another detection runs, one does not spread, nor is it pinned: it goes where the kernel puts it.
+    seen.clear()
+    hook = detector.net.pnet.register_forward_hook(where)
+    detector._running += 1  # as if another detection were running now
+    try:
+        assert len(detector(load_image(photo("nasa_apollo11_crew.jpg")))) == 3
+    finally:
+        detector._running -= 1
+        hook.remove()
+    assert len(seen) == 1 and set().union(*seen.values()) == {frozenset(cpus)}
+
+
+def test_lanes_do_not_pin_where_they_leave_cpus_free(monkeypatch):
+    """On a machine of more CPUs than lanes, several processes (bulk workers) would pin theirs to the same
+    few: there the kernel places every thread."""
+    from emotion.detectors import mtcnn
+
+    monkeypatch.setattr(mtcnn, "_usable_cpus", lambda: list(range(16)))
+    detector = MTCNNDetector(torch.device("cpu"))
+    assert detector._max_lanes == mtcnn.MAX_LANES and not detector._pin
+    assert detector._lanes.submit(os.sched_getaffinity, 0).result() == os.sched_getaffinity(0)
+    assert len(detector(load_image(photo("nasa_apollo11_crew.jpg")))) == 3
+
+
 @pytest.mark.parametrize("network", ["rnet", "onet"])
 def test_crops_spread_over_lanes_go_through_the_same_runs_as_in_one_thread(network):
     """OpenVINO may round a batch differently by its size (on an AMD EPYC, O-Net's outputs for a crop run

@@ -13,7 +13,8 @@ number, so the boxes match stock MTCNN's); what differs:
   (emotion.detectors.area): the same float32 numbers as torch's area resize, without reading the whole
   photo once per scale and every box once per crop.
 - a lone detection spreads its pyramid scales and its crop batches over every core; detections running
-  at once take one core each (each stage decides when it starts). The result is the same to the bit.
+  at once take one core each (each stage decides when it starts). The result is the same to the bit. Where
+  the lanes span every CPU, each keeps to one, so a detection after a pause still gets every core.
 - detections run on a few threads of their own with one torch thread each (see _one_torch_thread_pool):
   torch's OpenMP threads made each of the hundreds of small operations per photo wait on a busy machine.
 - the pyramid's largest scales (the most expensive: each costs about twice the next) are dropped when
@@ -33,6 +34,7 @@ import logging
 import os
 import threading
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from operator import itemgetter
 
@@ -114,7 +116,8 @@ class MTCNNDetector:
         # 1124 (a 50-px crop: about the classifier's 48-px input; smaller faces are upscaled for it anyway).
         self.max_pyramid_pixels = max_pyramid_pixels
         self.net = _networks(device, threads or 1)
-        self._cores = os.cpu_count() or 1
+        self._cpus = _usable_cpus()
+        self._cores = len(self._cpus)
         self._running = 0
         self._count_lock = threading.Lock()
         # Each thread prepares its own copy of the networks now, not at the first request (emotion.onnx_runtime:
@@ -125,7 +128,15 @@ class MTCNNDetector:
         # each. Splitting the work beat giving each network run two threads (measured on two cores: P-Net
         # ran only 1.3x faster with two ONNX Runtime threads), and the numpy work in between is split too.
         lanes = min(self._cores, MAX_LANES) if device.type == "cpu" and not threads else 1
-        self._lanes = _one_torch_thread_pool(lanes - 1, prepare) if lanes > 1 else None
+        # Each lane keeps to a core of its own, the detection's own thread to the first while it spreads (see
+        # _pinned): after a pause of a few tenths of a second the kernel woke the lanes on the core of the
+        # thread that woke them, and a lone detection took as long on two cores as on one (Apollo portrait:
+        # 50 ms after 0.5 s idle, 33 ms back to back; pinned, 37 ms). Only where the lanes span every CPU
+        # this process may use: on a larger machine several processes (bulk workers) would pin theirs to
+        # the same few cores.
+        self._pin = lanes > 1 and lanes == self._cores and _can_pin()
+        pins = iter(self._cpus[1:lanes]) if self._pin else None
+        self._lanes = _one_torch_thread_pool(lanes - 1, prepare, pins) if lanes > 1 else None
         self._max_lanes = lanes
 
     @property
@@ -154,6 +165,10 @@ class MTCNNDetector:
                 self._running -= 1
 
     def _detect(self, image: Image.Image) -> list[Detection]:
+        with _pinned(self._cpus[0] if self._pin and self._lanes_now() > 1 else None):
+            return self._find(image)
+
+    def _find(self, image: Image.Image) -> list[Detection]:
         w, h = image.size
         small, scale = shrunk(image, self.max_side)  # one plain resize: the copy stock MTCNN is compared on
         if min(small.size) < 12:
@@ -333,8 +348,40 @@ class TorchArea:
         return torch.cat([adaptive_avg_pool2d(self.pixels[:, :, a:b, c:d], size) for a, b, c, d in regions])
 
 
-def _one_torch_thread_pool(workers: int, prepare=None) -> ThreadPoolExecutor:
-    """Threads for the detections, each with one torch thread; ``prepare()``, if given, runs in each at start.
+def _usable_cpus() -> list[int]:
+    """The CPUs this process may run on (a container's share, not the machine's count), in order."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def _can_pin() -> bool:
+    return hasattr(os, "sched_setaffinity")
+
+
+@contextmanager
+def _pinned(cpu: int | None):
+    """The calling thread kept to ``cpu`` (None: left as it is) for the block, then given back its CPUs."""
+    if cpu is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:  # a CPU taken away since the start: run unpinned
+        log.debug("could not pin the detection to CPU %s: %s", cpu, exc)
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _one_torch_thread_pool(workers: int, prepare=None, pins=None) -> ThreadPoolExecutor:
+    """Threads for the detections, each with one torch thread; ``prepare()``, if given, runs in each at start;
+    ``pins``, if given, an iterator of CPUs: each thread keeps to the next one.
 
     torch parallelises every area resize, hundreds of tiny crops per photo among them, over its OpenMP
     threads; on two busy cores each such region waits milliseconds for the second thread to be scheduled
@@ -348,6 +395,11 @@ def _one_torch_thread_pool(workers: int, prepare=None) -> ThreadPoolExecutor:
     def one_thread():
         torch.get_num_threads()  # torch's per-thread set-up first, or it would later reset the count
         torch.set_num_threads(1)
+        if pins is not None:
+            try:
+                os.sched_setaffinity(0, {next(pins)})  # os calls with 0 act on the calling thread alone
+            except OSError as exc:  # the thread runs anywhere, as it would unpinned
+                log.debug("could not pin a detection lane: %s", exc)
         try:
             if prepare:
                 prepare()
