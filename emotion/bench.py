@@ -195,8 +195,8 @@ def box_differences(reference: list, found: list) -> list[float] | None:
 
 def bench_detect(photos: list[Path], repeats: int, variants: dict | None = None) -> dict:
     """The app's detector (settings as the app uses them) against stock facenet-pytorch
-    ``MTCNN(keep_all=True).detect`` on the same downscaled copies, interleaved photo by photo, repeat by
-    repeat, in an order that rotates: medians per photo, summed. ``variants``: name -> another detector, timed the same way."""
+    ``MTCNN(keep_all=True).detect`` on the same downscaled copies, photo by photo, each detector's repeats
+    back to back: medians per photo, summed. ``variants``: name -> another detector, timed the same way."""
     from facenet_pytorch import MTCNN
 
     from emotion.detectors import get_detector
@@ -215,15 +215,14 @@ def bench_detect(photos: list[Path], repeats: int, variants: dict | None = None)
         runs.update({name: (lambda d=detector: [f.box for f in d(small)]) for name, detector in detectors.items()})
         times = {name: [] for name in runs}
         found = {}
-        order = list(runs)
-        for _ in range(repeats + 1):  # the first round warms up and is not counted
-            # Each round starts with the next one: a run right after another was slower (ours after stock
-            # 11% slower than after itself, stock after ours 2%), so no detector always follows the same one.
-            for name in order:
+        # Each detector's runs back to back, after one of its own that warms up and is not counted: timed
+        # right after another detector, each was slower than after itself (ours 11% after stock's run, stock
+        # 2% after ours: the other's threads, caches and memory), which the app, running ours alone, never is.
+        for name, run in runs.items():
+            for _ in range(repeats + 1):
                 t = time.perf_counter()
-                found[name] = runs[name]()
+                found[name] = run()
                 times[name].append(time.perf_counter() - t)
-            order = order[1:] + order[:1]
         reference = found.pop("stock")
         row = {"photo": path.name, "size": list(small.size), "faces_stock": len(reference)}
         for name, values in times.items():
