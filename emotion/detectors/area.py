@@ -135,8 +135,7 @@ class AreaSampler:
         # that wrap): its cumulative sums ran 2-4x faster than numpy's, and they release the interpreter
         # lock, which numpy's do not, so the bands of a detection's lanes are summed at the same time.
         table = torch.from_numpy(self.table.view(np.int64))
-        width = self.w
-        out, low = np.empty((CHUNK, width), np.uint64), np.empty((CHUNK, width), np.uint32)
+        out, low = np.empty((CHUNK, self.w), np.uint64), np.empty((CHUNK, self.w), np.uint32)  # pack's buffers
         for top in range(start, end, CHUNK):
             n = min(end, top + CHUNK) - top
             packed = torch.from_numpy(pack(rgb[top : top + n], out[:n], low[:n]).view(np.int64))
