@@ -363,20 +363,18 @@ def _can_pin() -> bool:
 @contextmanager
 def _pinned(cpu: int | None):
     """The calling thread kept to ``cpu`` (None: left as it is) for the block, then given back its CPUs."""
-    if cpu is None:
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    try:
-        os.sched_setaffinity(0, {cpu})
-    except OSError as exc:  # a CPU taken away since the start: run unpinned
-        log.debug("could not pin the detection to CPU %s: %s", cpu, exc)
-        yield
-        return
+    before = os.sched_getaffinity(0) if cpu is not None else None
+    if before is not None:
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError as exc:  # a CPU taken away since the start: run unpinned
+            log.debug("could not pin the detection to CPU %s: %s", cpu, exc)
+            before = None
     try:
         yield
     finally:
-        os.sched_setaffinity(0, before)
+        if before is not None:
+            os.sched_setaffinity(0, before)
 
 
 def _one_torch_thread_pool(workers: int, prepare=None, pins=None) -> ThreadPoolExecutor:
