@@ -47,6 +47,7 @@ from emotion.serving.uploads import BodyLimit, checked_upload, data_url_to_file
 from emotion.serving.video import SUMMARY_HEADERS, video_outputs
 from emotion.settings import BUNDLED, HUB_MODELS, Settings
 from emotion.video import analyze_video as analyze_video_core
+from emotion.workload import working
 
 log = logging.getLogger(__name__)
 
@@ -256,10 +257,14 @@ def make_handlers(settings: Settings, export_dir: Path):
     )
 
     def on_workers(handler):
+        # In progress from start to end (drawing and encoding too): a detection in another request meanwhile
+        # keeps to one core instead of spreading onto the one this request works on (emotion.workload).
+        counted = working()(handler)
+
         @functools.wraps(handler)  # Gradio reads the signature (defaults, gr.Progress) through __wrapped__
         def run(*args, **kwargs):
             context = contextvars.copy_context()  # Gradio's request context: progress bars, errors
-            return workers.submit(context.run, handler, *args, **kwargs).result()
+            return workers.submit(context.run, counted, *args, **kwargs).result()
 
         return run
 

@@ -23,6 +23,7 @@ from emotion.labels import LABELS
 from emotion.policy import check_model, check_token
 from emotion.results import Analysis, Face
 from emotion.settings import Settings
+from emotion.workload import working
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class Pipeline:
         )
         return batch.results[0][1]
 
+    @working()  # counted as in progress: a detection elsewhere in this process then keeps to one core
     def analyze_many(
         self,
         images: list[ImageInput],

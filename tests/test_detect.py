@@ -10,6 +10,7 @@ from PIL import Image
 from emotion.crop import square_box
 from emotion.detectors.mtcnn import MTCNNDetector
 from emotion.image import load_image
+from emotion.workload import working
 from tests.conftest import PHOTOS, photo
 
 _detectors = {}
@@ -345,14 +346,25 @@ def test_a_lone_detection_and_its_lanes_each_keep_to_a_cpu_of_their_own_and_give
     assert frozenset({cpus[0]}) in pinned  # the detection's own thread, on the first while it spread
     # Done: the detection threads have every CPU again (the lanes keep theirs).
     assert all(detector._pool.submit(os.sched_getaffinity, 0).result() == set(cpus) for _ in range(4))
-    # While another detection runs, one does not spread, nor is it pinned: it goes where the kernel puts it.
+    # While another analysis is in progress, a detection does not spread, nor is it pinned: it goes where the
+    # kernel puts it.
     seen.clear()
     hook = detector.net.pnet.register_forward_hook(where)
-    detector._running += 1  # as if another detection were running now
+    busy, done = threading.Event(), threading.Event()
+
+    def other_analysis():  # another request in progress meanwhile (classifying, drawing: any of it)
+        with working():
+            busy.set()
+            done.wait(30)
+
+    other = threading.Thread(target=other_analysis)
+    other.start()
     try:
+        assert busy.wait(30)
         assert len(detector(load_image(photo("nasa_apollo11_crew.jpg")))) == 3
     finally:
-        detector._running -= 1
+        done.set()
+        other.join()
         hook.remove()
     assert len(seen) == 1 and set().union(*seen.values()) == {frozenset(cpus)}
 

@@ -12,8 +12,9 @@ number, so the boxes match stock MTCNN's); what differs:
 - on the CPU the pyramid and the crops come from one summed-area table of the photo
   (emotion.detectors.area): the same float32 numbers as torch's area resize, without reading the whole
   photo once per scale and every box once per crop.
-- a lone detection spreads its pyramid scales and its crop batches over every core; detections running
-  at once take one core each (each stage decides when it starts). The result is the same to the bit. Where
+- a lone detection spreads its pyramid scales and its crop batches over every core; while other analyses
+  are in progress (emotion.workload: another request detecting, classifying, drawing), each detection
+  takes one core (each stage decides when it starts). The result is the same to the bit. Where
   the lanes span every CPU, each keeps to one, so a detection after a pause still gets every core.
 - detections run on a few threads of their own with one torch thread each (see _one_torch_thread_pool):
   torch's OpenMP threads made each of the hundreds of small operations per photo wait on a busy machine.
@@ -48,6 +49,7 @@ from emotion.detectors.area import AreaSampler
 from emotion.detectors.boxes import clip, nms, nms_min, regress, square, windows
 from emotion.device import pick_device
 from emotion.image import shrunk
+from emotion.workload import in_progress, working
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +88,9 @@ class MTCNNDetector:
 
     The networks are only read during inference, so request threads share one instance with no lock:
     ``workers`` requests detect at the same time (the app's concurrency), the others wait their turn.
-    ``threads`` 0 (the default): one thread per network run, and a lone detection spreads its work over
-    every core (up to MAX_LANES), while detections running at once take one core each; each stage chooses
-    anew when it starts. ``threads`` > 0: that many threads per network run, no spreading.
+    ``threads`` 0 (the default): one thread per network run, and a detection spreads its work over every
+    core (up to MAX_LANES) while it is the only analysis in progress (emotion.workload), else it takes one
+    core; each stage chooses anew when it starts. ``threads`` > 0: that many threads per network run, no spreading.
     """
 
     def __init__(
@@ -118,8 +120,6 @@ class MTCNNDetector:
         self.net = _networks(device, threads or 1)
         self._cpus = _usable_cpus()
         self._cores = len(self._cpus)
-        self._running = 0
-        self._count_lock = threading.Lock()
         # Each thread prepares its own copy of the networks now, not at the first request (emotion.onnx_runtime:
         # OpenVINO compiles one per thread, about 0.15 s for the three).
         prepare = getattr(self.net, "prepare", None)
@@ -145,8 +145,9 @@ class MTCNNDetector:
         return [self.net]
 
     def _lanes_now(self) -> int:
-        """Lanes for the stage starting now: the cores shared among the detections running at this moment."""
-        return max(1, min(self._max_lanes, self._cores // max(1, self._running)))
+        """Lanes for the stage starting now: the cores shared among the analyses in progress at this moment
+        (this detection's among them)."""
+        return max(1, min(self._max_lanes, self._cores // max(1, in_progress())))
 
     def _spread(self, fn, groups: list) -> list:
         """fn(group) for each group, the first in this thread and the others on the lanes, results in order."""
@@ -156,13 +157,8 @@ class MTCNNDetector:
         return [fn(groups[0]), *(f.result() for f in futures)]
 
     def __call__(self, image: Image.Image) -> list[Detection]:
-        with self._count_lock:
-            self._running += 1
-        try:
+        with working():  # counted once where the caller's analysis already is
             return self._pool.submit(self._detect, image).result()
-        finally:
-            with self._count_lock:
-                self._running -= 1
 
     def _detect(self, image: Image.Image) -> list[Detection]:
         with _pinned(self._cpus[0] if self._pin and self._lanes_now() > 1 else None):
