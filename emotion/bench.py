@@ -16,7 +16,8 @@ All numbers of one run come from the same machine and process, so read them as r
 - served: one gradio_client caller, app.py against a do-nothing app with the same /analyze
   signature, request by request in turn: the p50 ratio; and what each uses of a core while idle;
 - concurrency: the throughput of 4 callers against that of 1, in alternating rounds (4 rounds of 10
-  requests per caller; the medians, and each round's ratio); each caller is a process of its own
+  requests per caller; the medians, and each round's ratio; also counted only while every caller was at
+  work, each round's tail left out); each caller is a process of its own
   (gradio_client), as real clients are, on the same cores as the server; the CPU per request of the server
   and of the callers, and the ratio that CPU allows at full use of the cores; then the same for the
   app with the detector's lanes off (EMOTION_DETECT_THREADS=1: a lone request on one core, as each of
@@ -526,16 +527,34 @@ url, photo, lean = sys.argv[1], sys.argv[2], sys.argv[3] == "lean"
 client = Client(url, verbose=False, ssl_verify=ssl.create_default_context() if lean else True)  # as make_client
 print("ready", flush=True)
 for line in sys.stdin:
-    latencies, errors = [], []
+    latencies, spans, errors = [], [], []
     for _ in range(int(line)):
-        t = time.perf_counter()
+        t, start = time.perf_counter(), time.monotonic()  # monotonic: one clock for every process
         try:
             client.predict(handle_file(photo), "local", "", 0.3, None, False, api_name="/analyze")
             latencies.append((time.perf_counter() - t) * 1000)
+            spans.append((start, time.monotonic()))
         except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
-    print(json.dumps({"latencies": latencies, "errors": errors}), flush=True)
+    print(json.dumps({"latencies": latencies, "spans": spans, "errors": errors}), flush=True)
 """
+
+
+def steady_throughput(spans_per_caller: list[list[tuple[float, float]]]) -> float | None:
+    """Requests/s while every caller was at work: from the first start to the moment the first caller made
+    its last answer. After that moment fewer callers remain (the round's tail, which a round's whole wall
+    time counts in); requests under way then count with the part of them done inside the window."""
+    if not spans_per_caller or not all(spans_per_caller):
+        return None
+    begin = min(spans[0][0] for spans in spans_per_caller)
+    end = min(spans[-1][1] for spans in spans_per_caller)
+    done = sum(
+        max(0.0, min(stop, end) - max(start, begin)) / (stop - start)
+        for spans in spans_per_caller
+        for start, stop in spans
+        if stop > start
+    )
+    return done / (end - begin) if end > begin else None
 
 
 class Callers:
@@ -572,6 +591,7 @@ class Callers:
         latencies = [ms for a in answers for ms in a["latencies"]]
         errors = [e for a in answers for e in a["errors"]]
         run = {"wall_s": wall, "requests_per_s": len(latencies) / wall, "latencies": latencies, "errors": errors}
+        run["steady_requests_per_s"] = steady_throughput([a["spans"] for a in answers])
         if server_pid:
             run["server_cpu_ms"] = cpu_ms_per_request([server_pid], [server_before], len(latencies))
             run["callers_cpu_ms"] = cpu_ms_per_request(pids, callers_before, len(latencies))
@@ -638,8 +658,10 @@ def _throughputs(
     for n, rs in runs.items():
         latencies = [ms for r in rs for ms in r["latencies"]]
         cpu = {key: [r[key] for r in rs if r.get(key) is not None] for key in ("server_cpu_ms", "callers_cpu_ms")}
+        steady = [r["steady_requests_per_s"] for r in rs if r["steady_requests_per_s"]]
         result[f"{n}_callers"] = {
             "requests_per_s": statistics.median(r["requests_per_s"] for r in rs),
+            "steady_requests_per_s": statistics.median(steady) if steady else None,
             "p50_ms": percentile(latencies, 50),
             "p95_ms": percentile(latencies, 95),
             **{f"{key}_per_request": statistics.median(v) if v else None for key, v in cpu.items()},
@@ -650,6 +672,9 @@ def _throughputs(
     result["throughput_ratio"] = result[f"{callers}_callers"]["requests_per_s"] / result["1_callers"]["requests_per_s"]
     # Each N-caller round against the 1-caller round just before it: how far the host's drift moves the ratio.
     result["round_ratios"] = [m["requests_per_s"] / o["requests_per_s"] for o, m in zip(runs[1], runs[callers])]
+    one, many = (result[f"{n}_callers"]["steady_requests_per_s"] for n in (1, callers))
+    # The same while all the callers were at work (steady_throughput): a round's tail left out.
+    result["steady_throughput_ratio"] = many / one if one and many else None
     result.update(cpu_bound(result[f"{callers}_callers"], result["1_callers"]["requests_per_s"]))
     return result
 
@@ -749,6 +774,12 @@ def table(report: dict) -> str:
             f"{c['callers']} callers {many['requests_per_s']:.2f} req/s (p50 {many['p50_ms']:.0f} ms): "
             f"{c['throughput_ratio']:.2f}x, {c['errors']} errors"
         )
+        if c.get("steady_throughput_ratio"):
+            lines.append(
+                f"  while all {c['callers']} callers were at work (each round's tail, where fewer are, left out): "
+                f"{one['steady_requests_per_s']:.2f} vs {many['steady_requests_per_s']:.2f} req/s: "
+                f"{c['steady_throughput_ratio']:.2f}x"
+            )
         if c.get("round_ratios"):
             lines.append(
                 f"  {c['rounds']} rounds of {c['requests_per_caller']} requests per caller, the ratio of each "
@@ -774,10 +805,13 @@ def table(report: dict) -> str:
         for name, r in readings:
             if r:
                 r_one, r_many = r["1_callers"], r[f"{c['callers']}_callers"]
+                steady = r.get("steady_throughput_ratio")
                 lines.append(
                     f"  {name}: {r_one['requests_per_s']:.2f} (p50 {r_one['p50_ms']:.0f} ms) vs "
                     f"{r_many['requests_per_s']:.2f} req/s: "
-                    f"{r['throughput_ratio']:.2f}x; CPU per request with {c['callers']}: server "
+                    f"{r['throughput_ratio']:.2f}x"
+                    + (f" ({steady:.2f}x while all were at work)" if steady else "")
+                    + f"; CPU per request with {c['callers']}: server "
                     f"{r_many.get('server_cpu_ms_per_request') or 0:.0f} ms, callers "
                     f"{r_many.get('callers_cpu_ms_per_request') or 0:.0f} ms"
                     + (
