@@ -19,9 +19,9 @@ All numbers of one run come from the same machine and process, so read them as r
   requests per caller; the medians, and each round's ratio; also counted only while every caller was at
   work, each round's tail left out); each caller is a process of its own
   (gradio_client), as real clients are, on the same cores as the server; the CPU per request of the server
-  and of the callers, and the ratio that CPU allows at full use of the cores; then the same for the
-  app with the detector's lanes off (EMOTION_DETECT_THREADS=1: a lone request on one core, as each of
-  several concurrent ones), and the do-nothing app;
+  and of the callers, and the ratio that CPU allows at full use of the cores; the same for the app with
+  the detector's lanes off (EMOTION_DETECT_THREADS=1: a lone request on one core, as each of several
+  concurrent ones) and the do-nothing app, each server's rounds taken in turn with the others';
 - served and concurrency again with lean callers ("lean"): gradio_client given one TLS context made once.
   By default it makes a new HTTP client for most of its requests, and each loads the machine's CA bundle
   into a new TLS context, even for an http:// URL (about 170 ms of CPU per call here, on the server's
@@ -610,50 +610,71 @@ def bench_concurrency(
     """Throughput of 1 caller and of ``callers`` callers (each its own process), in alternating rounds;
     medians of the rounds, and the CPU the server and the callers used per request (the callers share the
     machine's cores with the server). With ``model``, app.py with its detector's lanes off (``lanes_off``)
-    and the do-nothing app (``do_nothing_app``) are measured the same way after it: what the lanes cost the
-    ratio, and the ratio Gradio and the callers allow at all on this machine. Then both again
-    with lean callers (``lean``: see make_client), which leave the server nearly all of both cores."""
+    and the do-nothing app (``do_nothing_app``) are measured the same way, their rounds taken in turn with
+    the app's: what the lanes cost the ratio, and the ratio Gradio and the callers allow at all on this
+    machine. Then the app and the do-nothing app again with lean callers (``lean``: see make_client),
+    which leave the server nearly all of both cores."""
     result = {"photo": photo.name, "requests_per_caller": requests_each, "rounds": rounds, "callers": callers}
-    result.update(_throughputs(server, photo, callers, requests_each, rounds))
-    result["lean"] = _throughputs(server, photo, callers, requests_each, rounds, lean=True)
-    log.info(
-        "concurrency: 1 caller %.2f req/s, %d callers %.2f req/s: %.2fx",
-        result["1_callers"]["requests_per_s"],
-        callers,
-        result[f"{callers}_callers"]["requests_per_s"],
-        result["throughput_ratio"],
-    )
-    if model:
-        # The same app with the detector's lanes off: a lone request then runs on one core, as each of several
-        # concurrent ones does. What the lanes cost the ratio, and what they save one caller (the p50s).
-        off = Server(["app.py"], model, photo, env={"EMOTION_DETECT_THREADS": "1"})
-        try:
-            result["lanes_off"] = _throughputs(off, photo, callers, requests_each, rounds)
-        finally:
-            off.close()
-        log.info("concurrency, lanes off: %.2fx", result["lanes_off"]["throughput_ratio"])
-        null = Server(["-c", "from emotion.bench import serve_null_app; serve_null_app()"], model, photo)
-        try:
-            result["do_nothing_app"] = _throughputs(null, photo, callers, requests_each, rounds)
-            result["do_nothing_app"]["lean"] = _throughputs(null, photo, callers, requests_each, rounds, lean=True)
-        finally:
-            null.close()
-        log.info("concurrency, do-nothing app: %.2fx", result["do_nothing_app"]["throughput_ratio"])
+    servers = {"app": server}
+    try:
+        if model:
+            # The same app with the detector's lanes off: a lone request then runs on one core, as each of
+            # several concurrent ones does. What the lanes cost the ratio, and what they save one caller.
+            servers["lanes_off"] = Server(["app.py"], model, photo, env={"EMOTION_DETECT_THREADS": "1"})
+            servers["do_nothing_app"] = Server(
+                ["-c", "from emotion.bench import serve_null_app; serve_null_app()"], model, photo
+            )
+        default = _interleaved(servers, photo, callers, requests_each, rounds)
+        lean = _interleaved(
+            {k: v for k, v in servers.items() if k != "lanes_off"}, photo, callers, requests_each, rounds, lean=True
+        )
+    finally:
+        for name, other in servers.items():
+            if name != "app":
+                other.close()
+    result.update(default.pop("app"))
+    result["lean"] = lean.pop("app")
+    result.update(default)
+    if "do_nothing_app" in result:
+        result["do_nothing_app"]["lean"] = lean["do_nothing_app"]
+    for name, r in [("app", result), *default.items()]:
+        log.info("concurrency, %s: %.2fx", name, r["throughput_ratio"])
     return result
 
 
-def _throughputs(
-    server: Server, photo: Path, callers: int, requests_each: int, rounds: int, lean: bool = False
-) -> dict:
-    pool = Callers(server.url, photo, callers, lean)
-    runs = {1: [], callers: []}
+def _interleaved(
+    servers: dict[str, Server], photo: Path, callers: int, requests_each: int, rounds: int, lean: bool = False
+) -> dict[str, dict]:
+    """Each server's readings (as _summary gives them), their rounds taken in turn, so that the host's drift
+    from minute to minute falls on all of them alike; the order turns round by round. The servers not being
+    measured are stopped (SIGSTOP) meanwhile: idle, Gradio's queue still uses some of a core."""
+    import signal
+
+    pools = {name: Callers(srv.url, photo, callers, lean) for name, srv in servers.items()}
+    runs = {name: {1: [], callers: []} for name in servers}
+    names = list(servers)
     try:
-        pool.run(callers, 1)  # every caller warmed up
-        for _ in range(rounds):
-            for n in runs:
-                runs[n].append(pool.run(n, requests_each, server.proc.pid))
+        for name in names:
+            pools[name].run(callers, 1)  # every caller warmed up
+        for turn in range(rounds):
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                paused = [srv.proc.pid for other, srv in servers.items() if other != name]
+                for pid in paused:
+                    os.kill(pid, signal.SIGSTOP)
+                try:
+                    for n, rs in runs[name].items():
+                        rs.append(pools[name].run(n, requests_each, servers[name].proc.pid))
+                finally:
+                    for pid in paused:
+                        os.kill(pid, signal.SIGCONT)
     finally:
-        pool.close()
+        for pool in pools.values():
+            pool.close()
+    return {name: _summary(runs[name], callers) for name in names}
+
+
+def _summary(runs: dict[int, list[dict]], callers: int) -> dict:
+    """The medians of a server's rounds with 1 and with ``callers`` callers, and their ratios."""
     result = {}
     for n, rs in runs.items():
         latencies = [ms for r in rs for ms in r["latencies"]]
