@@ -7,8 +7,8 @@ All numbers of one run come from the same machine and process, so read them as r
 - options: eager vs SDPA attention on the classify stage;
 - detect: the app's MTCNN against stock facenet-pytorch MTCNN(keep_all=True).detect on each photo of
   ../shared/photos (downscaled to 1600 px as the app does), interleaved; the faces (score >= 0.9)
-  and boxes compared, the times summed; beside it the detector held to one core (as each of two
-  concurrent detections is) and with two threads per network run instead of lanes;
+  and boxes compared, the times summed; beside it the detector held to one core (as a detection is while
+  another analysis is in progress) and with two threads per network run instead of lanes;
 - end_to_end: per photo, the Pipeline itself (its own stage timings) plus the picture an answer shows (drawn
   and saved); p50/p95; also a phone-sized photo (the Apollo portrait enlarged to 12.8 MP), and for photos
   over the page's size how long the picture shown takes to shrink, as the package does it and plain;
@@ -906,8 +906,8 @@ def main(argv: list[str] | None = None) -> int:
     if "detect" not in args.skip and photos:
         from emotion.detectors.mtcnn import MTCNNDetector
 
-        # The alternatives: what each of two concurrent detections gets (one core), and both cores given to
-        # each network run instead of the work spread over them.
+        # The alternatives: what a detection gets while another analysis is in progress (one core), and both
+        # cores given to each network run instead of the work spread over them.
         cpu = torch.device("cpu")
         variants = {"1 core": MTCNNDetector(cpu, threads=1), "2 threads per run": MTCNNDetector(cpu, threads=2)}
         report["detect"] = bench_detect(photos, max(3, args.repeats // 2), variants)
