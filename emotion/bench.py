@@ -211,9 +211,11 @@ def bench_detect(photos: list[Path], repeats: int, variants: dict | None = None)
     for path in photos:
         image = load_image(path)
         small, _ = app_copy(image, settings.detect_max_side)
-        runs = {"stock": lambda: stock_boxes(stock, small, settings.min_detection_score)}
+        runs = {"stock": lambda small=small: stock_boxes(stock, small, settings.min_detection_score)}
         # The same copy for all: the app's downscaling is not counted for any.
-        runs.update({name: (lambda d=detector: [f.box for f in d(small)]) for name, detector in detectors.items()})
+        runs.update(
+            {name: (lambda d=detector, small=small: [f.box for f in d(small)]) for name, detector in detectors.items()}
+        )
         times = {name: [] for name in runs}
         found = {}
         # Each detector's runs back to back, after one of its own that warms up and is not counted: timed

@@ -299,7 +299,7 @@ def test_concurrent_detections_find_the_same_faces():
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a detection spreads over lanes only with two cores")
 def test_a_lone_detection_spread_over_lanes_gives_the_one_thread_result():
-    """A lone detection's pyramid scales go to the lanes through a shared queue and its crops in halves; the
+    """A lone detection's network runs (pyramid levels, crop batches) go to the lanes as they are made; the
     boxes, scores and landmarks are put back in order, so they are exactly those of one thread."""
     import threading
 
@@ -316,6 +316,43 @@ def test_a_lone_detection_spread_over_lanes_gives_the_one_thread_result():
     finally:
         hook.remove()
     assert len(threads) >= 2  # the scales were shared out, not all run on one thread
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a detection spreads over lanes only with two cores")
+def test_the_calling_thread_makes_every_input_and_the_lanes_run_some():
+    """_overlapped: the inputs are made in order by the detection's own thread (numpy work, which holds the
+    interpreter lock); the runs go to the lanes as the inputs are made, and the calling thread runs, last to
+    first, those no lane has started; each result is finished once, and all come back in order. The lanes
+    run in inference mode, as the calling thread does (torch networks refuse inference tensors otherwise)."""
+    import threading
+    import time
+
+    detector = MTCNNDetector(torch.device("cpu"))
+    me = threading.current_thread().name
+    made, ran = [], []
+
+    def make(item):
+        made.append((item, threading.current_thread().name))
+        return item
+
+    def run(item):
+        time.sleep(0.03)  # long enough that the lane takes the first before this thread reaches it
+        ran.append((item, threading.current_thread().name, torch.is_inference_mode_enabled()))
+        return item * 10
+
+    with torch.inference_mode():
+        out = detector._overlapped(make, run, list(range(8)), 2, lambda item, output: (item, output))
+    assert out == [(i, i * 10) for i in range(8)]
+    assert made == [(i, me) for i in range(8)]
+    assert sorted(item for item, _, _ in ran) == list(range(8))  # each run once
+    assert all(mode for _, _, mode in ran)
+    lane_items = [item for item, thread, _ in ran if thread != me]
+    own_items = [item for item, thread, _ in ran if thread == me]
+    assert 0 in lane_items and 7 in own_items  # the lanes from the first, this thread from the last
+    # One lane: the calling thread does everything, in order.
+    ran.clear()
+    assert detector._overlapped(make, run, [1, 2], 1) == [10, 20]
+    assert [thread for _, thread, _ in ran] == [me, me]
 
 
 @pytest.mark.skipif(
