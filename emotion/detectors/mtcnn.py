@@ -246,7 +246,6 @@ class MTCNNDetector:
         def level(scale: float) -> torch.Tensor:
             return _normalise(photo.resize(int(h * scale + 1), int(w * scale + 1)))
 
-        # Largest first: the lanes start on the costliest level while this thread makes the others.
         def candidates(scale: float, maps) -> torch.Tensor:
             reg, probs = maps
             boxes = windows(reg, probs[:, 1], scale, THRESHOLDS[0])
