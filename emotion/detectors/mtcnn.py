@@ -37,7 +37,7 @@ import logging
 import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ MAX_LANES = 4  # threads one detection may spread over (the pyramid has about te
 # Crop batches per lane: this thread cuts the next batch while the lanes run the network on the last, so that
 # a lane waits only for the first (Apollo portrait, pexels_neutral and pexels_dog_human together: 114 -> 111 ms).
 PIECES = 2
-# Crops per lane at least: fewer are not worth a thread hand-off. An O-Net crop costs about 0.45 ms, an
+# Crops per batch at least: fewer are not worth a thread hand-off. An O-Net crop costs about 0.45 ms, an
 # R-Net crop 0.08 ms.
 MIN_LANE_CROPS = {"rnet": 8, "onet": 2}
 
@@ -127,9 +127,9 @@ class MTCNNDetector:
         # OpenVINO compiles one per thread, about 0.15 s for the three).
         prepare = getattr(self.net, "prepare", None)
         self._pool = _one_torch_thread_pool(workers, prepare)
-        # Lanes: threads that take part of a lone detection's work (pyramid scales, crop batches), one core
+        # Lanes: threads that run part of a lone detection's networks (pyramid levels, crop batches), one core
         # each. Splitting the work beat giving each network run two threads (measured on two cores: P-Net
-        # ran only 1.3x faster with two ONNX Runtime threads), and the numpy work in between is split too.
+        # ran only 1.3x faster with two ONNX Runtime threads); the numpy work stays on the detection's thread.
         lanes = min(self._cores, MAX_LANES) if device.type == "cpu" and not threads else 1
         # Each lane keeps to a core of its own, the detection's own thread to the first while it spreads (see
         # _pinned): after a pause of a few tenths of a second the kernel woke the lanes on the core of the
@@ -139,7 +139,7 @@ class MTCNNDetector:
         # the same few cores.
         self._pin = lanes > 1 and lanes == self._cores and _can_pin()
         pins = iter(self._cpus[1:lanes]) if self._pin else None
-        self._lanes = _one_torch_thread_pool(lanes - 1, prepare, pins) if lanes > 1 else None
+        self._lanes = _one_torch_thread_pool(lanes - 1, prepare, pins, "mtcnn-lane") if lanes > 1 else None
         self._max_lanes = lanes
 
     @property
@@ -173,24 +173,30 @@ class MTCNNDetector:
         finish = finish or (lambda _item, output: output)
         if lanes == 1 or len(items) == 1:
             return [finish(item, run(make(item))) for item in items]
-        inputs, futures = [], []
-        for item in items:
-            inputs.append(make(item))
-            futures.append(self._lanes.submit(_inferring, run, inputs[-1]))
-        outputs = [None] * len(items)
-        for k in reversed(range(len(items))):
-            if futures[k].cancel():  # no lane has started it
-                outputs[k] = run(inputs[k])
-        results, left = [None] * len(items), set(range(len(items)))
-        while left:
-            done = [k for k in left if outputs[k] is not None or futures[k].done()]
-            if not done:
-                wait([futures[k] for k in left], return_when=FIRST_COMPLETED)
-                continue
-            for k in sorted(done):
-                results[k] = finish(items[k], futures[k].result() if outputs[k] is None else outputs[k])
-                left.discard(k)
-        return results
+        # Fewer lanes than the pool has (other analyses in progress on a larger machine): this call's runs
+        # hold one of lanes - 1 permits, so the detection keeps to its share of the cores.
+        share = threading.Semaphore(lanes - 1) if lanes < self._max_lanes else None
+        inputs, futures, own = [], [], {}
+        try:
+            for item in items:
+                inputs.append(make(item))
+                futures.append(self._lanes.submit(_inferring, run, inputs[-1], share))
+            for k in reversed(range(len(items))):
+                if futures[k].cancel():  # no lane has started it
+                    own[k] = run(inputs[k])
+            results, left = [None] * len(items), set(range(len(items)))
+            while left:
+                done = sorted(k for k in left if k in own or futures[k].done())
+                if not done:
+                    wait([futures[k] for k in left], return_when=FIRST_COMPLETED)
+                for k in done:
+                    results[k] = finish(items[k], own[k] if k in own else futures[k].result())
+                    left.discard(k)
+            return results
+        except BaseException:
+            for future in futures:  # what no lane has started yet is not worth running now
+                future.cancel()
+            raise
 
     def __call__(self, image: Image.Image) -> list[Detection]:
         with working():  # counted once where the caller's analysis already is
@@ -327,10 +333,11 @@ class MTCNNDetector:
         return boxes[pick].cpu().numpy(), points[pick].cpu().numpy()
 
 
-def _inferring(run, x):
-    """run(x) in inference mode, as in the detection's own thread (the mode is per thread): torch networks
-    (facenet-pytorch's, off the CPU) refuse the detection's inference tensors otherwise."""
-    with torch.inference_mode():
+def _inferring(run, x, share: threading.Semaphore | None):
+    """run(x) on a lane, holding one of ``share``'s permits if given, in inference mode as in the detection's
+    own thread (the mode is per thread): facenet-pytorch's torch modules (the CPU's networks where ONNX Runtime
+    is missing) refuse the detection's inference tensors otherwise."""
+    with share or nullcontext(), torch.inference_mode():
         return run(x)
 
 
@@ -406,7 +413,7 @@ def _pinned(cpu: int | None):
             os.sched_setaffinity(0, before)
 
 
-def _one_torch_thread_pool(workers: int, prepare=None, pins=None) -> ThreadPoolExecutor:
+def _one_torch_thread_pool(workers: int, prepare=None, pins=None, name: str = "mtcnn") -> ThreadPoolExecutor:
     """Threads for the detections, each with one torch thread; ``prepare()``, if given, runs in each at start;
     ``pins``, if given, an iterator of CPUs: each thread keeps to the next one.
 
@@ -435,7 +442,7 @@ def _one_torch_thread_pool(workers: int, prepare=None, pins=None) -> ThreadPoolE
         finally:
             started.wait()
 
-    pool = ThreadPoolExecutor(workers, "mtcnn", initializer=one_thread)
+    pool = ThreadPoolExecutor(workers, name, initializer=one_thread)
     for _ in range(workers):  # start every thread now (each submit while none is idle starts one)
         pool.submit(int)
     started.wait()
