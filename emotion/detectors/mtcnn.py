@@ -287,8 +287,9 @@ class MTCNNDetector:
         if not n:
             return [boxes]
         net = getattr(self.net, network)
-        lanes = min(self._lanes_now(), max(1, n // MIN_LANE_CROPS[network]))
-        pieces = min(lanes * PIECES if lanes > 1 else 1, max(1, n // MIN_LANE_CROPS[network]))
+        most = max(1, n // MIN_LANE_CROPS[network])  # batches worth a hand-off each
+        lanes = min(self._lanes_now(), most)
+        pieces = min(lanes * PIECES, most) if lanes > 1 else 1
         ends = getattr(getattr(net, "session", None), "run_ends", None)
         parts = _parts(ends(n) if ends else range(1, n + 1), n, pieces)
 
