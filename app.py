@@ -29,6 +29,7 @@ from emotion.detectors import get_detector
 from emotion.errors import EmotionError
 from emotion.image import image_size, load_image
 from emotion.pipeline import Pipeline
+from emotion.serving import allocator
 from emotion.serving.export import download_stem, request_folder, save_image, write_exports
 from emotion.serving.queue import queue
 from emotion.serving.render import (
@@ -865,6 +866,7 @@ def warm_up(settings: Settings) -> threading.Thread:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    allocator.tune()  # before the first request's temporaries: see emotion.serving.allocator
     settings = Settings()
     warm_up(settings)
     build_demo(settings).launch(**launch_options(settings))

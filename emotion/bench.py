@@ -371,7 +371,11 @@ def null_demo():
 
 def serve_null_app() -> None:
     """``python -c 'from emotion.bench import serve_null_app; serve_null_app()'``: the do-nothing app on
-    GRADIO_SERVER_PORT, launched as app.py launches (its own process, Gradio's queue)."""
+    GRADIO_SERVER_PORT, launched as app.py launches (its own process, Gradio's queue, the same allocator
+    settings: what they save Gradio's own work is not counted as the analysis's)."""
+    from emotion.serving import allocator
+
+    allocator.tune()
     null_demo().launch(quiet=True)
 
 
