@@ -32,7 +32,8 @@ TRIM_THRESHOLD = 64 * 2**20  # free memory at an arena's top beyond this goes ba
 
 def tune() -> bool:
     """Sets glibc's mmap and trim thresholds for this process; True when set. Nothing is changed off glibc
-    (macOS, Windows, musl) or when any of glibc's MALLOC_* variables is set: the person who set it decides."""
+    (macOS, Windows, musl) or when any MALLOC_* variable is set (glibc's own, or another allocator's): whoever
+    set it decides."""
     if not sys.platform.startswith("linux"):
         return False
     if any(name.startswith("MALLOC_") for name in os.environ):
