@@ -41,8 +41,9 @@ def tune() -> bool:
         return False
     try:
         libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 - only glibc has it (and mallopt as documented here)
-    except (OSError, AttributeError):
+    except OSError:
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):  # only glibc has it (and mallopt as documented here)
         return False
     done = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
     done = libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and done
