@@ -31,6 +31,7 @@ from emotion.image import image_size, load_image
 from emotion.pipeline import Pipeline
 from emotion.serving import allocator
 from emotion.serving.export import download_stem, request_folder, save_image, write_exports
+from emotion.serving.photo import photo_outputs, photo_text
 from emotion.serving.queue import queue
 from emotion.serving.render import (
     DISPLAY_SIDE,
@@ -39,13 +40,11 @@ from emotion.serving.render import (
     draw_faces,
     emotion_counts,
     heat_legend_html,
-    heatmap_gallery,
-    status_text,
-    table_rows,
 )
 from emotion.serving.track import FaceTracker, LiveSession
 from emotion.serving.uploads import BodyLimit, checked_upload, data_url_to_file
 from emotion.serving.video import SUMMARY_HEADERS, video_outputs
+from emotion.serving.workers import Workers
 from emotion.settings import BUNDLED, HUB_MODELS, Settings
 from emotion.video import analyze_video as analyze_video_core
 from emotion.workload import working
@@ -256,6 +255,14 @@ def make_handlers(settings: Settings, export_dir: Path):
     workers = ThreadPoolExecutor(
         settings.concurrency + 1, thread_name_prefix="emotion-work", initializer=_share_cores, initargs=(settings,)
     )
+    # Photo analyses (the API's busiest endpoints) go to worker processes when settings.workers says so.
+    photo_workers = Workers(settings, settings.workers) if settings.workers else None
+    if photo_workers:
+        photo_workers.start()
+
+    def analyses(fn, *args):
+        """fn(pipeline, *args): in a worker process, or on this thread with the server's own pipeline."""
+        return photo_workers.run(fn, *args) if photo_workers else fn(pipeline, *args)
 
     def on_workers(handler):
         # In progress from start to end (drawing and encoding too): a detection in another request meanwhile
@@ -302,26 +309,8 @@ def make_handlers(settings: Settings, export_dir: Path):
         image = _received(image)
         if image is None:
             raise EmotionError("Upload a photo or take a webcam snapshot first.")
-        options = _options(backend, model, threshold, token)
-        explain = _check_explain(explain)
-        remote_explain = explain and options["backend"] != "local"
-        result = pipeline.analyze(image, explain=explain and not remote_explain, **options)
-        stem = download_stem(Path(image).name)
-        folder = request_folder(export_dir, settings.cache_minutes * 60)
-        shown = save_image(draw_faces(result.image, result, max_side=DISPLAY_SIDE), folder, f"{stem}_faces")
-        downloads = []
-        if exports:
-            downloads = write_exports([(Path(image).name, result)], folder, stem)
-            if max(result.image.size) > DISPLAY_SIDE:  # the shown picture was made smaller: offer the full size
-                downloads.append(save_image(draw_faces(result.image, result), folder, f"{stem}_faces_full"))
-        heatmaps = [(str(save_image(im, folder, f"heat{i}")), c) for i, (im, c) in enumerate(heatmap_gallery(result))]
-        status = status_text(result, time.perf_counter() - start)
-        if remote_explain:
-            status += "\n\nHeatmaps need the local backend (the Inference API returns scores only)."
-        if result.backend != "local":
-            status += f"\n\nClassified by the Inference API with `{result.model}`."
-        files = [str(p) for p in downloads] or None
-        return str(shown), table_rows(result), status, files, heatmaps, result.to_dict()
+        request = (image, _options(backend, model, threshold, token), _check_explain(explain), exports, export_dir)
+        return analyses(photo_outputs, *request, start)
 
     @on_workers
     def analyze_photos(
@@ -408,7 +397,7 @@ def make_handlers(settings: Settings, export_dir: Path):
         image = _received(image)
         if image is None:
             raise EmotionError("Send a photo.")
-        return json.dumps(pipeline.analyze(image, **_options(backend, model, threshold, token)).to_dict())
+        return analyses(photo_text, image, _options(backend, model, threshold, token))
 
     @on_workers
     def analyze_video(
@@ -528,6 +517,7 @@ def make_handlers(settings: Settings, export_dir: Path):
         analyze_video=analyze_video,
         emotions_in_video=emotions_in_video,
         live_frame=live_frame,
+        workers=photo_workers,
     )
 
 
@@ -796,6 +786,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             api_visibility="private",
             show_progress="hidden",
         )
+    demo.photo_workers = handlers.workers  # None, or the worker processes: Workers.close() stops them
     return queue(demo, settings.concurrency, settings.queue_size)
 
 
@@ -868,7 +859,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     allocator.tune()  # before the first request's temporaries: see emotion.serving.allocator
     settings = Settings()
-    warm_up(settings)
+    if "EMOTION_WORKERS" not in os.environ:  # one worker process per concurrent request (emotion.serving.workers)
+        settings = replace(settings, workers=settings.concurrency)
+    if not settings.workers:  # else the workers load the models, each as it starts
+        warm_up(settings)
     build_demo(settings).launch(**launch_options(settings))
 
 

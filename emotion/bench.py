@@ -462,13 +462,41 @@ def bench_startup(model: str, probe: Path) -> tuple[dict, Server]:
     return result, server
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process under it (app.py's photo workers and their forkserver), from Linux's /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdecimal():
+            try:
+                parents[int(entry.name)] = int(_stat(int(entry.name))[1])
+            except (OSError, ValueError, IndexError):
+                continue  # ended meanwhile
+    tree, grown = [pid], True
+    while grown:
+        more = [child for child, parent in parents.items() if parent in tree and child not in tree]
+        tree += more
+        grown = bool(more)
+    return tree
+
+
 def cpu_seconds(pid: int) -> float | None:
-    """The CPU time a process has used so far, user + system (Linux's /proc; else None)."""
+    """The CPU time a process and the processes under it have used so far, user + system (Linux's /proc;
+    else None): a server's photo workers count as the server."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        total = (int(_stat(pid)[11]) + int(_stat(pid)[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
     except (OSError, ValueError, IndexError):
         return None
+    for child in process_tree(pid)[1:]:
+        try:
+            fields = _stat(child)
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 def idle_cpu_percent(pid: int, seconds: float = 3.0) -> float | None:

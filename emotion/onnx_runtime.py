@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -56,9 +57,36 @@ def session(model: bytes, threads: int):
 def openvino_session(model: bytes, threads: int, sample: tuple, batch: int | None = None, split: bool = False):
     """``model`` compiled by OpenVINO for the CPU, with ONNX Runtime's ``run``; ImportError without OpenVINO.
     ``sample``: an input shape the model accepts, run once now (see OpenVinoSession)."""
+    return OpenVinoSession(_openvino(), model, threads, sample, batch, split)
+
+
+def _openvino():
+    """The openvino module, imported with its telemetry declined. Unless a user has opted out, importing
+    OpenVINO writes a client id under ~/intel and sends a usage event to Google Analytics, from a process it
+    starts for the purpose (in a worker process, a whole multiprocessing forkserver, which stayed behind when
+    the server stopped). This app works offline and sends nothing: its models' weights are local, and the
+    telemetry's one instance is made here first, declined, so that OpenVINO's own import finds it."""
+    if "openvino" not in sys.modules:
+        try:
+            from openvino_telemetry import Telemetry
+            from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+        except ImportError:
+            pass  # an OpenVINO without its telemetry package
+        else:
+            with _openvino_lock:
+                check = OptInChecker.check
+                OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
+                try:
+                    # OpenVINO's name: under another one, its import would make the instance anew.
+                    Telemetry(app_name="OpenVINO", tid="none", backend="ga4", enable_opt_in_dialog=False)
+                finally:
+                    OptInChecker.check = check
     import openvino
 
-    return OpenVinoSession(openvino, model, threads, sample, batch, split)
+    return openvino
+
+
+_openvino_lock = threading.Lock()
 
 
 class OpenVinoSession:

@@ -74,6 +74,10 @@ class Settings:
     max_image_pixels: int = 40_000_000  # refuses decompression bombs before decoding
     max_upload_mb: int = 20  # uploads above this are refused by the server
     concurrency: int = 2  # requests worked on at once (2 cores); the rest wait in the queue
+    # Processes that analyse photos for the server (emotion.serving.workers): each has its own interpreter lock,
+    # so concurrent analyses use every core. 0: on the server's own threads. `python app.py` runs one per
+    # concurrent request unless EMOTION_WORKERS says otherwise; the Python API and the CLI never use them.
+    workers: int = field(default_factory=lambda: _env_count("EMOTION_WORKERS", 0))
     queue_size: int = 32  # requests waiting beyond this are turned away with a "queue full" message
     model_cache_models: int = 4  # models kept loaded (least recently used go first)
     model_cache_mb: int = 1024  # ... and at most this much memory for their weights

@@ -5,6 +5,9 @@ drawing, encoding or classifying on the second core, a spread detection's lane w
 the request took longer than on one core (measured on two cores, the Apollo portrait: 51-68 ms spread
 beside a busy thread, 45-55 ms on one core). A request is counted from the moment its handler starts
 (app.py, emotion.pipeline) until it returns; nested counting in one thread counts once.
+
+When the server analyses photos in worker processes (emotion.serving.workers), the server's count is shared
+with them: it ``publish``es it into a number in shared memory, and each worker ``follow``s it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from contextlib import contextmanager
 
 _lock = threading.Lock()
 _depth: dict[int, int] = {}  # thread id -> how many nested working() blocks it is in
+_published = None  # the server's shared count (a multiprocessing RawValue), kept equal to len(_depth)
+_followed = None  # in a worker process: the server's shared count
 
 
 @contextmanager
@@ -22,6 +27,7 @@ def working():
     me = threading.get_ident()
     with _lock:
         _depth[me] = _depth.get(me, 0) + 1
+        _publish()
     try:
         yield
     finally:
@@ -30,8 +36,30 @@ def working():
                 del _depth[me]
             else:
                 _depth[me] -= 1
+            _publish()
+
+
+def _publish() -> None:
+    if _published is not None:
+        _published.value = len(_depth)
+
+
+def publish(shared) -> None:
+    """Keep ``shared`` (a RawValue of a C int) equal to this process's count from now on."""
+    global _published
+    with _lock:
+        _published = shared
+        _publish()
+
+
+def follow(shared) -> None:
+    """In a worker process: count the analyses of the process that ``publish``es ``shared`` as well."""
+    global _followed
+    _followed = shared
 
 
 def in_progress() -> int:
-    """Analyses in progress now, each thread's counted once."""
-    return len(_depth)  # a dict's len is atomic: no lock needed to read it
+    """Analyses in progress now, each thread's counted once (with a followed count: the larger of the two,
+    since the server counts the request a worker is analysing as well)."""
+    mine = len(_depth)  # a dict's len is atomic: no lock needed to read it
+    return mine if _followed is None else max(mine, _followed.value)
