@@ -12,7 +12,8 @@ with four (app.py side by side with and without, gradio_client callers, rounds i
 the rounds 954 vs 959 MB.
 
 Only a server process sets this up (app.py, the bench's do-nothing app), once at start: it is a setting of
-the whole process, which a library imported elsewhere has no business changing.
+the whole process, which a library imported elsewhere has no business changing. The server's photo workers
+(emotion.serving.workers) set it up as they start when the server did: the detections run there.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ M_TRIM_THRESHOLD = -1  # mallopt's parameter numbers (glibc's malloc.h)
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20  # blocks up to this size come from the heap: the most glibc accepts on 64 bits
 TRIM_THRESHOLD = 64 * 2**20  # free memory at an arena's top beyond this goes back to the kernel
+_tuned = False  # tune() has set the thresholds in this process
 
 
 def tune() -> bool:
@@ -49,4 +51,11 @@ def tune() -> bool:
     done = libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and done
     if not done:
         log.warning("glibc refused the allocator settings: its defaults stay")
+    global _tuned
+    _tuned = _tuned or done
     return done
+
+
+def tuned() -> bool:
+    """Whether tune() has set the thresholds in this process."""
+    return _tuned

@@ -28,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from emotion import workload
 from emotion.errors import EmotionError
+from emotion.serving import allocator
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ PRELOAD = ["__main__", "torch", "emotion.serving.photo", "emotion.detectors.mtcn
 _pipeline = None  # a worker process's Pipeline
 
 
-def _start(settings, shared, log_level: int) -> None:
-    """A worker's set-up: follow the server's count, one share of the cores for torch, models loaded."""
+def _start(settings, shared, log_level: int, tune_allocator: bool) -> None:
+    """A worker's set-up: follow the server's count, the server's allocator settings, one share of the cores
+    for torch, models loaded."""
     global _pipeline
     began = time.perf_counter()
     # A forked worker starts with the forkserver's logging, which nothing has set up: log as the server does.
@@ -52,6 +54,8 @@ def _start(settings, shared, log_level: int) -> None:
 
     threading.Thread(target=_orphaned, name="worker-watch", daemon=True).start()
     workload.follow(shared)
+    if tune_allocator:  # a forked worker starts with the forkserver's allocator, which nothing has set up
+        allocator.tune()
     torch.get_num_threads()  # torch's first use sets up its pool, which would undo a setting made before it
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.concurrency))
     _pipeline = Pipeline(settings)
@@ -137,7 +141,12 @@ class Workers:
                     self.processes,
                     self._context,
                     initializer=_start,
-                    initargs=(self.settings, self._shared, logging.getLogger().getEffectiveLevel()),
+                    initargs=(
+                        self.settings,
+                        self._shared,
+                        logging.getLogger().getEffectiveLevel(),
+                        allocator.tuned(),  # app.py tunes it before it builds the demo
+                    ),
                 )
             return self._pool
 
