@@ -486,16 +486,15 @@ def process_tree(pid: int) -> list[int]:
 def cpu_seconds(pid: int) -> float | None:
     """The CPU time a process and the processes under it have used so far, user + system (Linux's /proc;
     else None): a server's photo workers count as the server."""
-    try:
-        total = (int(_stat(pid)[11]) + int(_stat(pid)[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-    except (OSError, ValueError, IndexError):
-        return None
-    for child in process_tree(pid)[1:]:
+    total = 0.0
+    for member in process_tree(pid):
         try:
-            fields = _stat(child)
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            continue
+            fields = _stat(member)
+        except OSError:
+            if member == pid:
+                return None
+            continue  # a worker that ended meanwhile
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
     return total
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 _lock = threading.Lock()
 _depth: dict[int, int] = {}  # thread id -> how many nested working() blocks it is in
-_published = None  # the server's shared count (a multiprocessing RawValue), kept equal to len(_depth)
+_published: list = []  # shared counts (multiprocessing RawValues) kept equal to len(_depth), one per Workers
 _followed = None  # in a worker process: the server's shared count
 
 
@@ -40,15 +40,14 @@ def working():
 
 
 def _publish() -> None:
-    if _published is not None:
-        _published.value = len(_depth)
+    for shared in _published:
+        shared.value = len(_depth)
 
 
 def publish(shared) -> None:
     """Keep ``shared`` (a RawValue of a C int) equal to this process's count from now on."""
-    global _published
     with _lock:
-        _published = shared
+        _published.append(shared)
         _publish()
 
 

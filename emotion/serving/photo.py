@@ -40,5 +40,5 @@ def photo_outputs(
 
 
 def photo_text(pipeline: Pipeline, image: str, options: dict) -> str:
-    """The /emotions_in_photo answer (the MCP tool): the analysis's JSON document as text."""
+    """The /emotions answer (the MCP tool emotions_in_photo): the analysis's JSON document as text."""
     return json.dumps(pipeline.analyze(image, **options).to_dict())
